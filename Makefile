@@ -1,0 +1,34 @@
+# The README's two commands. Each sets up .venv from scratch if needed (torch 2.13.0 CPU first).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo figures test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Main job: SVI vs CAVI on the shipped data, then regenerate every figure in figures/.
+demo: setup
+	$(BIN)/ppl-gmm demo
+	$(BIN)/ppl-gmm figures
+
+figures: setup
+	$(BIN)/ppl-gmm figures
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: setup
+	$(BIN)/python benchmarks/bench_cavi.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

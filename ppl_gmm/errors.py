@@ -1,0 +1,47 @@
+"""Exceptions with messages that say what went wrong and what to do."""
+from __future__ import annotations
+
+__all__ = ["DegenerateComponentError", "EmptyComponentError", "DivergenceError"]
+
+
+class DegenerateComponentError(FloatingPointError, ValueError):
+    """A component's covariance is not positive definite (it collapsed)."""
+
+    def __init__(self, component: int, detail: str = ""):
+        self.component = component
+        msg = (
+            f"component {component} has a covariance that is not positive definite"
+            f"{' (' + detail + ')' if detail else ''}: it has collapsed onto too few distinct points. "
+            "Remedies: increase reg_covar (e.g. 1e-6 or more, relative to the data's scale), "
+            "use fewer components, use covariance_type='diag'/'spherical'/'tied', "
+            "or put a prior on the covariances with fit_map / fit_vb."
+        )
+        super().__init__(msg)
+
+
+class EmptyComponentError(FloatingPointError, ValueError):
+    """A component received (numerically) no responsibility."""
+
+    def __init__(self, component: int, n_k: float):
+        self.component = component
+        self.n_k = n_k
+        super().__init__(
+            f"component {component} is empty (N_k = {n_k:.3g}: no data point is responsible for it), "
+            "so its mean and covariance (eq. 21) are undefined. Remedies: use fewer components, "
+            "another seed or init, more restarts (n_init), or a prior (fit_map / fit_vb), "
+            "under which empty components fall back to the prior."
+        )
+
+
+class DivergenceError(FloatingPointError, RuntimeError):
+    """An iterative fit produced a non-finite objective."""
+
+    def __init__(self, step: int, last_finite=None, message: str = ""):
+        self.step = step
+        self.last_finite = last_finite
+        super().__init__(
+            message
+            or f"the objective became NaN/inf at step {step}; the last finite state is attached as "
+            "`.last_finite`. Lower the learning rate (lr), standardise the data, or start from "
+            "fit_cavi's parameters (init=fit.params)."
+        )
