@@ -1,0 +1,48 @@
+"""Shared test set-up: headless matplotlib, float64, fixed seeds."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import ppl_gmm as pg  # noqa: E402
+
+
+@pytest.fixture
+def faithful():
+    return pg.datasets.load_old_faithful()
+
+
+@pytest.fixture
+def galaxies():
+    return pg.datasets.load_galaxies()
+
+
+@pytest.fixture
+def separated_2d():
+    """(x, z, params): 300 points from three well-separated 2-D components."""
+    params = pg.GMMParams(
+        torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64),
+        torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]], dtype=torch.float64),
+        torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]], [[1.1, 0.0], [0.0, 0.6]]],
+                     dtype=torch.float64),
+    )
+    x, z = pg.datasets.make_mixture(300, params, seed=1)
+    return x, z, params
+
+
+def random_params(k, d, seed, dtype=torch.float64):
+    """Random (not optimal) Θ for identity tests."""
+    rng = np.random.default_rng(seed)
+    alpha = rng.dirichlet(np.ones(k))
+    mu = rng.normal(scale=3.0, size=(k, d))
+    a = rng.normal(size=(k, d, d))
+    cov = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
+    return pg.GMMParams(torch.tensor(alpha, dtype=dtype), torch.tensor(mu, dtype=dtype), torch.tensor(cov, dtype=dtype))
+
+
+def random_gamma(n, k, seed, dtype=torch.float64):
+    rng = np.random.default_rng(seed)
+    return torch.tensor(rng.dirichlet(np.ones(k), size=n), dtype=dtype)
