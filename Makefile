@@ -25,7 +25,7 @@ figures: setup
 	$(BIN)/ppl-gmm figures
 
 test: setup
-	$(BIN)/python -m pytest -n 2 -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 -q
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cavi.py

@@ -47,17 +47,16 @@ def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
             arr = np.asarray(x)
         except Exception as err:  # ragged lists and the like
             raise TypeError(f"{name} could not be read as a numeric array: {err}") from None
-        if arr.dtype == object or arr.dtype.kind in "USVb" or np.iscomplexobj(arr):
-            try:
-                arr = arr.astype(np.float64) if arr.dtype.kind not in "bc" else None
-            except (TypeError, ValueError):
-                arr = None
-            if arr is None:
-                raise TypeError(
-                    f"{name} must contain only real numbers; got values of dtype "
-                    f"{np.asarray(x).dtype} (convert or drop the non-numeric columns first)"
-                )
-        t = torch.as_tensor(np.ascontiguousarray(arr), dtype=target)
+        if arr.dtype == object:
+            arr = _numeric_objects(arr, name)
+        elif arr.dtype.kind not in "iuf":
+            kind = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numbers", "M": "dates",
+                    "m": "time spans", "V": "records"}.get(arr.dtype.kind, f"values of dtype {arr.dtype}")
+            raise TypeError(
+                f"{name} must contain only real numbers; got {kind} (dtype {arr.dtype}): "
+                "convert or drop the non-numeric columns first"
+            )
+        t = torch.as_tensor(np.ascontiguousarray(arr) if arr.ndim else arr, dtype=target)
     if t.ndim == 0:
         raise ValueError(f"{name} must be 1-D (N,) or 2-D (N, D); got a scalar")
     if t.ndim == 1:
@@ -83,6 +82,19 @@ def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
     return t.contiguous()
 
 
+def _numeric_objects(arr: np.ndarray, name: str) -> np.ndarray:
+    """An object array (e.g. from a mixed-type table) is accepted only if every entry is a
+    real number; otherwise the first offending entry is named."""
+    for index, value in np.ndenumerate(arr):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            where = f" at index {index}" if arr.ndim else ""
+            raise TypeError(
+                f"{name} must contain only real numbers; found {type(value).__name__} {value!r}{where} "
+                "(convert or drop the non-numeric columns first)"
+            )
+    return arr.astype(np.float64)
+
+
 def check_k(k, n: int | None = None) -> int:
     """k must be an integer with 1 <= k <= N."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
@@ -96,7 +108,7 @@ def check_k(k, n: int | None = None) -> int:
 
 
 def check_covariance_type(covariance_type: str) -> str:
-    if covariance_type not in COVARIANCE_TYPES:
+    if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
         raise ValueError(
             f"unknown covariance_type {covariance_type!r}; use one of {', '.join(COVARIANCE_TYPES)}"
         )

@@ -8,6 +8,12 @@ closes the KL gap, it can only raise eq. 26 too (eq. 22–25).
 
 The fit ends with a final E-step, so ``fit.gamma == e_step(x, fit.params)`` and
 ``fit.elbo[-1] == log_likelihood(x, fit.params)``.
+
+The work is done by ``_engine.fit_em``: one fused pass over the data per
+iteration (E-step, eq. 26 and the M-step's sufficient statistics together), in
+centred coordinates.  :func:`reference_fit` is the plain loop over the public
+closed-form functions, kept as the executable definition the engine is tested
+against.
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import time
 
 import torch
 
+from ._engine import fit_em
 from ._validation import as_data, check_covariance_type, check_int, check_k, check_positive
 from .closed_form import e_step, elbo, m_step, weighted_log_prob
 from .errors import DivergenceError
@@ -22,15 +29,23 @@ from .init import INITS, initial_params, resolve_seed, spawn_seeds
 from .params import GMMParams
 from .result import GMMFit
 
-__all__ = ["fit_cavi", "check_fit_args"]
+__all__ = ["fit_cavi", "check_fit_args", "reference_fit"]
+
+
+def check_init(init):
+    """``init`` is "kmeans++", "random" or a GMMParams."""
+    if isinstance(init, GMMParams):
+        return init
+    if isinstance(init, str) and init in INITS:
+        return init
+    raise ValueError(f"unknown init {init!r}; use 'kmeans++', 'random' or a GMMParams")
 
 
 def check_fit_args(x, k, init, dtype=None):
     """Validate data, k and init before any work; returns (x, k)."""
     x = as_data(x, dtype=dtype)
     k = check_k(k, x.shape[0])
-    if not isinstance(init, GMMParams) and init not in INITS:
-        raise ValueError(f"unknown init {init!r}; use 'kmeans++', 'random' or a GMMParams")
+    init = check_init(init)
     if isinstance(init, GMMParams) and (init.k != k or init.d != x.shape[1]):
         raise ValueError(
             f"init parameters have K = {init.k}, D = {init.d} but the fit asks for K = {k} on D = {x.shape[1]} data"
@@ -47,56 +62,53 @@ def _progress(progress: bool, total: int, desc: str):
 
 
 def _run(x, k, init, seed, covariance_type, max_iter, tol, reg_covar, progress) -> GMMFit:
-    n = x.shape[0]
-    start = time.perf_counter()
     params = initial_params(x, k, init, seed, covariance_type, reg_covar)
-    elbos, lls, times = [], [], []
     bar = _progress(progress, max_iter, "CAVI")
-    converged = False
-    prev = None
-    n_iter = 0
-    for it in range(max_iter):
-        wlp = weighted_log_prob(x, params)
-        log_norm = torch.logsumexp(wlp, 1, keepdim=True)
-        if prev is None:
-            prev = float(log_norm.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
-        gamma = torch.exp(wlp - log_norm)  # eq. 20
-        params = m_step(x, gamma, covariance_type, reg_covar)  # eq. 21 / 28
-        value = elbo(x, gamma, params)  # eq. 18 at (γ_{t-1}, Θ_t)
-        ll = torch.logsumexp(weighted_log_prob(x, params), 1).sum()  # eq. 26 at Θ_t
-        n_iter = it + 1
-        if not (torch.isfinite(value) and torch.isfinite(ll)):
-            raise DivergenceError(n_iter, params)
-        elbos.append(value)
-        lls.append(ll)
-        times.append(time.perf_counter() - start)
+
+    def on_iter(it, value):
+        bar.update(1)
+        bar.set_postfix(elbo=f"{value:.6g}", refresh=False)
+
+    try:
+        out = fit_em(
+            x,
+            params.alpha,
+            params.mu,
+            params.cov,
+            covariance_type=covariance_type,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            tol=tol,
+            on_iter=None if bar is None else on_iter,
+            want_gamma=False,
+        )
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(elbo=f"{float(value):.6g}")
-        change = abs(float(value) - prev) / n
-        prev = float(value)
-        if change < tol:
-            converged = True
-            break
-    if bar is not None:
-        bar.close()
-    gamma = e_step(x, params)  # closing E-step: KL gap = 0
-    final = elbo(x, gamma, params)
-    elbos.append(final)
-    lls.append(torch.logsumexp(weighted_log_prob(x, params), 1).sum())  # eq. 26
-    times.append(time.perf_counter() - start)
+            bar.close()
+    dtype = x.dtype
+    params = GMMParams(out["alpha"].to(dtype), out["mu"].to(dtype), out["cov"].to(dtype))
+    # The closing E-step through the public closed form, so that fit.gamma == e_step(x, fit.params)
+    # and fit.elbo[-1] == log_likelihood(x, fit.params) hold bit for bit (the engine's own closing
+    # pass, in centred coordinates, agrees to ~1e-16).
+    wlp = weighted_log_prob(x, params)
+    lse = torch.logsumexp(wlp, dim=1)
+    final = lse.sum()  # eq. 26 = eq. 18 at (γ, Θ): KL gap 0
+    gamma = wlp.sub_(lse[:, None]).exp_()  # eq. 20, the same operations as e_step
+    elbos, lls = out["elbo"].to(dtype).clone(), out["log_likelihood"].to(dtype).clone()
+    elbos[-1] = final
+    lls[-1] = final
     return GMMFit(
         params=params,
         gamma=gamma,
-        elbo=torch.stack(elbos),
-        log_likelihood=torch.stack(lls),
+        elbo=elbos,
+        log_likelihood=lls,
         method="cavi",
-        n_iter=n_iter,
-        converged=converged,
+        n_iter=out["n_iter"],
+        converged=out["converged"],
         seed=seed,
         covariance_type=covariance_type,
         reg_covar=reg_covar,
-        times=torch.tensor(times, dtype=torch.float64),
+        times=out["times"],
     )
 
 
@@ -116,10 +128,30 @@ def fit_cavi(
 ) -> GMMFit:
     """Fit a K-component GMM by closed-form CAVI/EM (eq. 20 then eq. 21/28, repeated).
 
-    Stops when |ΔELBO| / N < ``tol`` (``tol=0``: exactly ``max_iter`` iterations).
-    ``n_init`` restarts draw their seeds deterministically from ``seed`` and the fit
-    with the best final ELBO is returned.  ``reg_covar`` is added to the diagonal of
-    every covariance (scikit-learn's convention).  See :class:`GMMFit` for the traces.
+    Parameters
+    ----------
+    x : (N,) or (N, D) numbers (numpy, torch, or anything ``np.asarray`` takes)
+    k : number of components, 1 <= k <= N
+    init : "kmeans++" (seeded k-means++ centres, then one M-step from the hard assignments),
+        "random" (Dirichlet responsibilities, then one M-step) or a ``GMMParams``
+    covariance_type : "full", "diag", "spherical" or "tied"
+    max_iter, tol : at most ``max_iter`` iterations; stop when |ΔELBO| / N < ``tol``
+        (``tol=0``: exactly ``max_iter``).  The first change is measured from eq. 26 at Θ₀.
+        In float32 the round-off of the E-step is ~1e-7 per point: use tol >= 1e-6 there.
+    reg_covar : added to the diagonal of every covariance (scikit-learn's convention)
+    n_init : restarts; their seeds are drawn deterministically from ``seed`` and the fit
+        with the best final ELBO is returned
+    seed : int or None (None draws one from OS entropy; it is recorded on the fit)
+    progress : show a tqdm bar over the iterations
+    dtype : torch.float64 (default) or torch.float32; float32 data give a float32 fit
+
+    Returns a :class:`GMMFit`.  Trace entry t (t = 1..n_iter) holds eq. 18 at (γ_{t−1}, Θ_t)
+    and eq. 26 at Θ_t; the last entry follows the closing E-step (γ = e_step(x, Θ)), where
+    eq. 18 equals eq. 26, so ``len(fit.elbo) == fit.n_iter + 1``.
+
+    Raises (before any work) ``ValueError``/``TypeError`` for bad input, and during the fit
+    ``EmptyComponentError`` / ``DegenerateComponentError`` naming the component that
+    emptied or collapsed, with remedies.  The ELBO trace is always finite.
     """
     x, k = check_fit_args(x, k, init, dtype)
     check_covariance_type(covariance_type)
@@ -137,3 +169,56 @@ def fit_cavi(
     if n_init > 1:
         best = GMMFit(**{**best.__dict__, "seed": seed, "info": {**best.info, "restart_seed": best.seed}})
     return best
+
+
+def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100, tol=0.0, reg_covar=0.0) -> GMMFit:
+    """The plain CAVI/EM loop over the public closed-form functions (slow; for tests).
+
+    Same semantics as :func:`fit_cavi` from ``init=params``: one E-step (eq. 20) then one
+    M-step (eq. 21/28) per iteration, eq. 18 at (γ_{t−1}, Θ_t) and eq. 26 at Θ_t traced,
+    a closing E-step, |ΔELBO| / N < tol to stop.
+    """
+    x = as_data(x, dtype=params.dtype)
+    n = x.shape[0]
+    start = time.perf_counter()
+    elbos, lls, times = [], [], []
+    prev = None
+    converged = False
+    n_iter = 0
+    for it in range(max_iter):
+        wlp = weighted_log_prob(x, params)
+        log_norm = torch.logsumexp(wlp, 1, keepdim=True)
+        if prev is None:
+            prev = float(log_norm.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
+        gamma = torch.exp(wlp - log_norm)  # eq. 20
+        params = m_step(x, gamma, covariance_type, reg_covar)  # eq. 21 / 28
+        value = elbo(x, gamma, params)  # eq. 18 at (γ_{t-1}, Θ_t)
+        ll = torch.logsumexp(weighted_log_prob(x, params), 1).sum()  # eq. 26 at Θ_t
+        n_iter = it + 1
+        if not (torch.isfinite(value) and torch.isfinite(ll)):
+            raise DivergenceError(n_iter, params)
+        elbos.append(value)
+        lls.append(ll)
+        times.append(time.perf_counter() - start)
+        change = abs(float(value) - prev) / n
+        prev = float(value)
+        if change < tol:
+            converged = True
+            break
+    gamma = e_step(x, params)  # closing E-step: KL gap = 0
+    elbos.append(elbo(x, gamma, params))
+    lls.append(torch.logsumexp(weighted_log_prob(x, params), 1).sum())  # eq. 26
+    times.append(time.perf_counter() - start)
+    return GMMFit(
+        params=params,
+        gamma=gamma,
+        elbo=torch.stack(elbos),
+        log_likelihood=torch.stack(lls),
+        method="cavi",
+        n_iter=n_iter,
+        converged=converged,
+        seed=None,
+        covariance_type=covariance_type,
+        reg_covar=reg_covar,
+        times=torch.tensor(times, dtype=torch.float64),
+    )

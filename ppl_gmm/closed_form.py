@@ -66,13 +66,13 @@ def log_gaussian(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.
         diff = x[s : s + BLOCK_ROWS, None, :] - mu[None]  # (b, K, D)
         y = torch.einsum("bkd,kde->bke", diff, u)
         out[s : s + BLOCK_ROWS] = -0.5 * (y * y).sum(-1)
-    return out + (log_det_u - 0.5 * d * math.log(2 * math.pi))
+    return out.add_(log_det_u - 0.5 * d * math.log(2 * math.pi))  # in place: one (N, K) array
 
 
 def weighted_log_prob(x, params: GMMParams) -> torch.Tensor:
     """(N, K) matrix of log α_k + log N(x_i | μ_k, Σ_k), the bracket of eq. 15."""
     x = _coerce(x, params)
-    return torch.log(params.alpha) + log_gaussian(x, params.mu, params.cov)
+    return log_gaussian(x, params.mu, params.cov).add_(torch.log(params.alpha))
 
 
 def e_step(x, params: GMMParams) -> torch.Tensor:
@@ -83,7 +83,7 @@ def e_step(x, params: GMMParams) -> torch.Tensor:
     normalised row.
     """
     wlp = weighted_log_prob(x, params)
-    return torch.exp(wlp - torch.logsumexp(wlp, dim=1, keepdim=True))  # eq. 20
+    return wlp.sub_(torch.logsumexp(wlp, dim=1, keepdim=True)).exp_()  # eq. 20, in place
 
 
 def log_likelihood(x, params: GMMParams) -> torch.Tensor:

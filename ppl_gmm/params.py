@@ -34,11 +34,17 @@ def precision_cholesky(cov: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
 
 
-def _tensor(value, dtype=None) -> torch.Tensor:
+def _tensor(value, dtype=None, name: str = "value") -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
-        return t.to(dtype) if dtype is not None else (t if t.is_floating_point() else t.double())
-    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype or torch.float64)
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {t.dtype}")
+        return t.to(dtype) if dtype is not None else (t if t.dtype in (torch.float32, torch.float64) else t.double())
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must hold real numbers: {err}") from None
+    return torch.as_tensor(arr, dtype=dtype or torch.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,13 +62,14 @@ class GMMParams:
     cov: torch.Tensor
 
     def __post_init__(self):
-        dtype = self.alpha.dtype if isinstance(self.alpha, torch.Tensor) and self.alpha.is_floating_point() else None
-        alpha = _tensor(self.alpha, dtype)
+        a = self.alpha
+        dtype = a.dtype if isinstance(a, torch.Tensor) and a.dtype in (torch.float32, torch.float64) else None
+        alpha = _tensor(self.alpha, dtype, "alpha")
         dtype = alpha.dtype
-        mu = _tensor(self.mu, dtype)
-        cov = _tensor(self.cov, dtype)
-        if alpha.ndim != 1:
-            raise ValueError(f"alpha must have shape (K,), got {tuple(alpha.shape)}")
+        mu = _tensor(self.mu, dtype, "mu")
+        cov = _tensor(self.cov, dtype, "cov")
+        if alpha.ndim != 1 or alpha.shape[0] == 0:
+            raise ValueError(f"alpha must have shape (K,) with K >= 1, got {tuple(alpha.shape)}")
         k = alpha.shape[0]
         if mu.ndim == 1 and k == 1:
             mu = mu.unsqueeze(0)

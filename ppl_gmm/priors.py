@@ -1,43 +1,89 @@
-"""The conjugate Dirichlet × Normal-Wishart prior (Bishop, PRML eq. 10.39–10.40).
+"""The conjugate Dirichlet × Normal-Wishart prior (Bishop, PRML eq. 10.39–10.40), and the
+Normal-Wishart algebra that MAP-EM (``map_em``) and variational Bayes (``vb``) share.
 
     α ~ Dir(alpha0 · 1_K)                                  (10.39)
-    Λ_k ~ Wishart(W0, nu0)          E[Λ_k] = nu0 · W0      (10.40)
+    Λ_k ~ W(Λ_k | W0, nu0)          E[Λ_k] = nu0 · W0      (10.40)
     μ_k | Λ_k ~ N(m0, (beta0 Λ_k)⁻¹)
 
 ``W0`` is the Wishart *scale* (a precision-scale matrix), so the prior mean of
-the covariance is E[Σ_k] = W0⁻¹ / (nu0 − D − 1) for nu0 > D + 1.
+the covariance is E[Σ_k] = W0⁻¹ / (nu0 − D − 1) for nu0 > D + 1.  Densities are
+taken in the (α, μ, Λ) parametrisation: Dirichlet on the first K − 1 simplex
+coordinates, Wishart on the D(D + 1)/2 distinct entries of Λ (PRML B.16, B.78).
+
+Conjugate update for responsibilities γ (N, K) — the same formulas serve the
+VB M-step (PRML 10.58, 10.60–10.63) and the MAP M-step (the mode of the same
+Dir × Normal-Wishart, see ``map_em``)::
+
+    N_k = Σ_i γ_ik                                   (10.51)
+    alpha_k = alpha0 + N_k                           (10.58)
+    beta_k  = beta0 + N_k                            (10.60)
+    m_k     = (beta0 m0 + Σ_i γ_ik x_i) / beta_k     (10.61)
+    nu_k    = nu0 + N_k                              (10.63)
+    W_k⁻¹   = W0⁻¹ + Σ_i γ_ik (x_i − m_k)(x_i − m_k)ᵀ + beta0 (m_k − m0)(m_k − m0)ᵀ   (10.62)
+
+The last line is PRML 10.62 (W0⁻¹ + N_k S_k + beta0 N_k/(beta0 + N_k)(x̄_k − m0)(x̄_k − m0)ᵀ)
+rewritten around m_k: it needs no division by N_k (an empty component gets
+exactly the prior), its scatter is centred at m_k (two-pass moments, no
+cancellation for data far from the origin) and it is positive definite for any γ.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ._validation import as_data, check_k
 
-__all__ = ["NormalWishartPrior", "default_prior"]
+__all__ = [
+    "NormalWishartPrior",
+    "default_prior",
+    "ConjugateStats",
+    "conjugate_update",
+    "log_wishart_norm",
+    "log_dirichlet_norm",
+    "expected_log_det",
+    "BLOCK_ROWS",
+]
+
+BLOCK_ROWS = 1 << 13  # rows per block of the (K, rows, D) work arrays
 
 
 def _num(value, name) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, torch.Tensor)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
     if not np.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return v
 
 
+def _as_float64(value, name) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device="cpu", dtype=torch.float64)
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numeric, got {value!r}") from None
+
+
 @dataclass(frozen=True, eq=False)
 class NormalWishartPrior:
-    """Dir(alpha0) × Π_k N(μ_k | m0, (beta0 Λ_k)⁻¹) Wishart(Λ_k | W0, nu0).
+    """Dir(α | alpha0) × Π_k N(μ_k | m0, (beta0 Λ_k)⁻¹) W(Λ_k | W0, nu0), PRML 10.39–10.40.
 
-    alpha0 : float > 0       symmetric Dirichlet concentration
+    alpha0 : float > 0       symmetric Dirichlet concentration (alpha0 < 1 favours empty components)
     m0     : (D,)            prior mean of the component means
-    beta0  : float > 0       prior precision scaling of the means
+    beta0  : float > 0       prior precision scaling of the means (small = vague)
     nu0    : float > D − 1   Wishart degrees of freedom
-    W0     : (D, D)          Wishart scale matrix, symmetric positive definite
+    W0     : (D, D)          Wishart scale matrix, symmetric positive definite; E[Λ_k] = nu0 W0
+
+    Stored as float64 tensors (``W0`` symmetrised); ``cast(dtype)`` gives the tensors a fit uses.
     """
 
     alpha0: float
@@ -50,11 +96,11 @@ class NormalWishartPrior:
         alpha0 = _num(self.alpha0, "alpha0")
         beta0 = _num(self.beta0, "beta0")
         nu0 = _num(self.nu0, "nu0")
-        m0 = torch.as_tensor(np.asarray(self.m0, dtype=np.float64)).reshape(-1)
+        m0 = _as_float64(self.m0, "m0").reshape(-1)
         d = m0.shape[0]
         if d == 0 or not bool(torch.isfinite(m0).all()):
             raise ValueError(f"m0 must be a finite vector of length D >= 1, got {self.m0!r}")
-        w0 = torch.as_tensor(np.asarray(self.W0, dtype=np.float64))
+        w0 = _as_float64(self.W0, "W0")
         if w0.ndim == 0 or (w0.ndim == 1 and w0.numel() == 1):
             w0 = w0.reshape(1, 1)
         if w0.shape != (d, d):
@@ -62,13 +108,17 @@ class NormalWishartPrior:
         if alpha0 <= 0:
             raise ValueError(f"alpha0 must be > 0 (Dirichlet concentration), got {alpha0}")
         if beta0 <= 0:
-            raise ValueError(f"beta0 must be > 0, got {beta0}")
+            raise ValueError(f"beta0 must be > 0 (precision scaling of the means), got {beta0}")
         if nu0 <= d - 1:
             raise ValueError(f"nu0 must be > D - 1 = {d - 1} for a proper Wishart, got {nu0}")
-        if not bool(torch.isfinite(w0).all()) or not torch.allclose(w0, w0.T, rtol=1e-10, atol=0):
-            raise ValueError("W0 must be a finite symmetric matrix")
+        if not bool(torch.isfinite(w0).all()):
+            raise ValueError("W0 has NaN or infinite entries")
+        scale = float(w0.abs().max())
+        if not torch.allclose(w0, w0.T, rtol=1e-10, atol=1e-14 * scale):
+            raise ValueError("W0 must be a symmetric matrix")
+        w0 = 0.5 * (w0 + w0.T)
         if int(torch.linalg.cholesky_ex(w0).info) != 0:
-            raise ValueError("W0 must be positive definite (it is the Wishart scale matrix)")
+            raise ValueError("W0 must be positive definite (it is the Wishart scale matrix, E[Λ] = nu0 W0)")
         object.__setattr__(self, "alpha0", alpha0)
         object.__setattr__(self, "beta0", beta0)
         object.__setattr__(self, "nu0", nu0)
@@ -79,9 +129,32 @@ class NormalWishartPrior:
     def d(self) -> int:
         return self.m0.shape[0]
 
+    @property
+    def W0_inv(self) -> torch.Tensor:
+        """W0⁻¹ (the inverse-Wishart scale of Σ_k), via Cholesky."""
+        inv = torch.cholesky_inverse(torch.linalg.cholesky(self.W0))
+        return 0.5 * (inv + inv.T)
+
+    def expected_cov(self) -> torch.Tensor:
+        """E[Σ_k] = W0⁻¹ / (nu0 − D − 1), defined for nu0 > D + 1."""
+        if self.nu0 <= self.d + 1:
+            raise ValueError(f"E[Σ] exists only for nu0 > D + 1 = {self.d + 1}; nu0 = {self.nu0}")
+        return self.W0_inv / (self.nu0 - self.d - 1)
+
     def check_data(self, x: torch.Tensor) -> None:
+        """Raise if x (N, D) does not have the prior's D."""
         if x.shape[1] != self.d:
-            raise ValueError(f"the prior is {self.d}-dimensional but x has D = {x.shape[1]} columns")
+            raise ValueError(
+                f"the prior is {self.d}-dimensional (m0 has length {self.d}) but x has D = {x.shape[1]} columns"
+            )
+
+    def cast(self, dtype: torch.dtype):
+        """(m0, W0, W0⁻¹) as tensors of ``dtype``."""
+        return self.m0.to(dtype), self.W0.to(dtype), self.W0_inv.to(dtype)
+
+    def as_dict(self) -> dict:
+        return {"alpha0": self.alpha0, "m0": self.m0.clone(), "beta0": self.beta0, "nu0": self.nu0,
+                "W0": self.W0.clone()}
 
     def __repr__(self) -> str:
         return (
@@ -91,12 +164,14 @@ class NormalWishartPrior:
 
 
 def default_prior(x, k) -> NormalWishartPrior:
-    """Weakly informative prior from the data (Fraley & Raftery 2007):
+    """Weakly informative prior from the data (Fraley & Raftery 2007, §2.2):
 
     alpha0 = 1, m0 = mean(x), beta0 = 0.01, nu0 = D + 2, W0⁻¹ = cov(x) / k^(2/D).
 
-    The covariance is the two-pass sample covariance (divisor N − 1; N = 1 uses
-    the identity), so the prior follows the data's location and scale.
+    With nu0 = D + 2 the prior mean of each covariance is E[Σ_k] = W0⁻¹ = cov(x)/k^(2/D):
+    the data's spread shared among k components of equal volume.  beta0 = 0.01 lets
+    a component mean lie ten data standard deviations from the centre.  The covariance
+    is the two-pass sample covariance (divisor N − 1); N = 1 uses the identity.
     """
     x = as_data(x).double()
     n, d = x.shape
@@ -110,5 +185,76 @@ def default_prior(x, k) -> NormalWishartPrior:
             "so no default prior exists; drop the redundant columns or pass a NormalWishartPrior"
         )
     w0_inv = cov / k ** (2.0 / d)
-    w0 = torch.linalg.inv(w0_inv)
+    w0 = torch.cholesky_inverse(torch.linalg.cholesky(w0_inv))
     return NormalWishartPrior(alpha0=1.0, m0=m0, beta0=0.01, nu0=d + 2.0, W0=0.5 * (w0 + w0.T))
+
+
+# --- Normal-Wishart algebra -----------------------------------------------------------------------
+def log_wishart_norm(log_det_w: torch.Tensor, nu: torch.Tensor, d: int) -> torch.Tensor:
+    """ln B(W, ν) of the Wishart normaliser, PRML B.79:
+
+    ln B(W, ν) = −(ν/2) ln|W| − (νD/2) ln 2 − (D(D−1)/4) ln π − Σ_{i=1..D} ln Γ((ν + 1 − i)/2)
+    """
+    i = torch.arange(1, d + 1, dtype=nu.dtype)
+    return (
+        -0.5 * nu * log_det_w
+        - 0.5 * nu * d * math.log(2.0)
+        - 0.25 * d * (d - 1) * math.log(math.pi)
+        - torch.lgamma(0.5 * (nu[..., None] + 1 - i)).sum(-1)
+    )  # B.79
+
+
+def log_dirichlet_norm(alpha: torch.Tensor) -> torch.Tensor:
+    """ln C(α) = ln Γ(Σ_k α_k) − Σ_k ln Γ(α_k), PRML B.23."""
+    return torch.lgamma(alpha.sum(-1)) - torch.lgamma(alpha).sum(-1)  # B.23
+
+
+def expected_log_det(log_det_w: torch.Tensor, nu: torch.Tensor, d: int) -> torch.Tensor:
+    """E[ln |Λ|] under W(Λ | W, ν), PRML 10.65 / B.81:
+
+    ln Λ̃ = Σ_{i=1..D} ψ((ν + 1 − i)/2) + D ln 2 + ln |W|
+    """
+    i = torch.arange(1, d + 1, dtype=nu.dtype)
+    return torch.digamma(0.5 * (nu[..., None] + 1 - i)).sum(-1) + d * math.log(2.0) + log_det_w  # 10.65
+
+
+class ConjugateStats(NamedTuple):
+    """The conjugate update of one γ (see the module docstring); ``w_inv`` is W_k⁻¹ (K, D, D)."""
+
+    n_k: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    m: torch.Tensor
+    nu: torch.Tensor
+    w_inv: torch.Tensor
+
+
+def scatter_about(x: torch.Tensor, resp_t: torch.Tensor, centres: torch.Tensor,
+                  block_rows: int = BLOCK_ROWS) -> torch.Tensor:
+    """C_k = Σ_i γ_ik (x_i − c_k)(x_i − c_k)ᵀ (K, D, D) for responsibilities given as
+    ``resp_t`` (K, N): the difference is formed first (two-pass), in row blocks."""
+    k, d = centres.shape
+    out = torch.zeros(k, d, d, dtype=x.dtype)
+    for s in range(0, x.shape[0], block_rows):
+        diff = x[None, s : s + block_rows, :] - centres[:, None, :]  # (K, b, D)
+        out += torch.bmm((diff * resp_t[:, s : s + block_rows, None]).transpose(1, 2), diff)
+    return 0.5 * (out + out.transpose(1, 2))
+
+
+def conjugate_update(x: torch.Tensor, resp_t: torch.Tensor, prior: NormalWishartPrior,
+                     w0_inv: torch.Tensor | None = None, m0: torch.Tensor | None = None) -> ConjugateStats:
+    """The Dir × Normal-Wishart posterior given responsibilities (PRML 10.51, 10.58, 10.60–10.63).
+
+    ``x`` (N, D) validated data; ``resp_t`` (K, N) = γᵀ (the transposed layout the
+    blocked kernels use).  ``w0_inv`` and ``m0`` may be passed pre-cast to x's dtype.
+    """
+    if m0 is None or w0_inv is None:
+        m0, _, w0_inv = prior.cast(x.dtype)
+    n_k = resp_t.sum(1)  # 10.51
+    alpha = prior.alpha0 + n_k  # 10.58
+    beta = prior.beta0 + n_k  # 10.60
+    m = (prior.beta0 * m0 + resp_t @ x) / beta[:, None]  # 10.61
+    nu = prior.nu0 + n_k  # 10.63
+    dm = m - m0
+    w_inv = w0_inv + scatter_about(x, resp_t, m) + prior.beta0 * dm[:, :, None] * dm[:, None, :]  # 10.62
+    return ConjugateStats(n_k, alpha, beta, m, nu, w_inv)

@@ -62,8 +62,13 @@ class GMMFit:
     # --- derived -------------------------------------------------------------------------------
     @property
     def kl_gap(self) -> torch.Tensor:
-        """KL(q ‖ p(Z | X, Θ)) = log p(X | Θ) − ELBO per trace entry (second note, eq. 3)."""
-        return self.log_likelihood - self.elbo
+        """KL(q ‖ p(Z | X, Θ)) = log p(X | Θ) − ELBO per trace entry (second note, eq. 3).
+
+        For MAP fits ``elbo`` also holds ln p(Θ) (``info["log_prior"]``), which is taken out."""
+        elbo = self.elbo
+        if "log_prior" in self.info:
+            elbo = elbo - torch.as_tensor(self.info["log_prior"], dtype=elbo.dtype)
+        return self.log_likelihood - elbo
 
     @property
     def k(self) -> int:

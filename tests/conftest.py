@@ -9,6 +9,10 @@ import torch  # noqa: E402
 
 import ppl_gmm as pg  # noqa: E402
 
+# `pytest -n 2` runs two workers on two cores: one torch thread each, or they oversubscribe
+# the machine (a two-thread torch op on a busy core is ~10x slower).
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def faithful():

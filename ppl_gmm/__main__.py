@@ -1,0 +1,4 @@
+"""``python -m ppl_gmm ...`` runs the ``ppl-gmm`` command line."""
+from .cli import main
+
+raise SystemExit(main())

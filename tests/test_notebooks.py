@@ -1,0 +1,70 @@
+"""The research notebooks: the committed files are what notebooks/build.py generates, carry the
+outputs of a full run, and execute top to bottom (quick mode, PPL_GMM_QUICK=1) without error,
+printing the identities they claim at round-off."""
+import importlib.util
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("notebook_build", NB_DIR / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build()
+NAMES = sorted(build.NOTEBOOKS)
+
+
+def _stdout(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+
+
+def _numbers(pattern: str, text: str) -> list:
+    return [float(m) for m in re.findall(pattern, text)]
+
+
+def _check_identities(name: str, text: str) -> None:
+    """The numbers a notebook prints for its identities must be at round-off."""
+    if name.startswith("01"):
+        rel = _numbers(r"Pyro vs closed form ([0-9.e+-]+)", text)
+        assert rel and rel[0] <= 1e-12
+        grads = _numbers(r"max \|autograd − eq. 19\| / max \|eq. 19\| = ([0-9.e+-]+)", text)
+        assert len(grads) == 4 and max(grads) <= 1e-10
+        by_hand = _numbers(r"max \|Θ by hand − fit_cavi\| after \d+ iterations: ([0-9.e+-]+)", text)
+        assert len(by_hand) == 1 and by_hand[0] <= 1e-10  # parameters of size ~1e2: agreement to round-off
+        brute = _numbers(r"max \|p\(Z \| X, Θ\) − Π_i γ_i\(z_i\)\| = ([0-9.e+-]+)", text)
+        assert brute and brute[0] <= 1e-12
+        assert "labels/Monte Carlo" in text
+    else:
+        assert "select_k(method='loo')" in text and "divergent transitions:" in text
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_generated_and_executed(name):
+    path = NB_DIR / name
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert build.sources(nb) == build.sources(build.build(name)), "run: python notebooks/build.py"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code), "commit the notebooks with their outputs"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    text = _stdout(nb)
+    assert "quick mode: False" in text  # outputs of the full-size run
+    _check_identities(name, text)
+    assert all("execution" not in c.metadata for c in code)  # no time stamps
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_headless_in_quick_mode(name):
+    nb = build.execute(build.build(name), quick=True, timeout=600)  # raises CellExecutionError on any error
+    text = _stdout(nb)
+    assert "quick mode: True" in text
+    _check_identities(name, text)
