@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo figures test bench clean
+.PHONY: setup demo figures notebooks test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,8 +27,15 @@ figures: setup
 test: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 -q
 
+# Re-execute both notebooks at full size and store their outputs (a few minutes).
+notebooks: setup
+	$(BIN)/python notebooks/build.py
+
 bench: setup
 	$(BIN)/python benchmarks/bench_cavi.py
+	$(BIN)/python benchmarks/bench_svi.py
+	$(BIN)/python benchmarks/bench_vb.py
+	$(BIN)/python benchmarks/bench_nuts.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -25,12 +25,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ppl_gmm import vb  # noqa: E402
 from ppl_gmm.priors import default_prior  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _helpers import sklearn_bgm  # noqa: E402  (the oracle test_vb uses: same prior, same start r₀)
 
 TARGET = 5.0
 
@@ -44,20 +48,8 @@ def make_data(n, d, k, seed=0):
     return centres[z] + np.einsum("nde,ne->nd", chol[z], rng.normal(size=(n, d)))
 
 
-def sklearn_model(x, k, prior, resp0):
-    from sklearn.mixture import BayesianGaussianMixture
-
-    bgm = BayesianGaussianMixture(
-        n_components=k, covariance_type="full", weight_concentration_prior_type="dirichlet_distribution",
-        weight_concentration_prior=prior.alpha0, mean_precision_prior=prior.beta0, mean_prior=prior.m0.numpy(),
-        degrees_of_freedom_prior=prior.nu0, covariance_prior=prior.W0_inv.numpy(), reg_covar=0.0)
-    bgm._check_parameters(x)
-    bgm._initialize(x, resp0)
-    return bgm
-
-
 def time_sklearn(x, k, prior, resp0, iters):
-    bgm = sklearn_model(x, k, prior, resp0)
+    bgm = sklearn_bgm(x, k, prior, resp0)
     start = time.perf_counter()
     for _ in range(iters):
         log_prob_norm, log_resp = bgm._e_step(x)

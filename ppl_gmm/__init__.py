@@ -35,7 +35,7 @@ _LAZY = {
     "fit_nuts": "nuts",
     "select_k": "select",
 }
-_LAZY_MODULES = ("plot", "figures", "arviz_io", "pyro_model", "svi", "vb", "nuts")
+_LAZY_MODULES = ("plot", "figures", "arviz_io", "pyro_model", "svi", "vb", "nuts", "demo", "cli", "select", "priors")
 
 __all__ = [
     "GMMParams",

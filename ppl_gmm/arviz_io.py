@@ -167,7 +167,7 @@ def vb_to_inference_data(vbfit, num_samples: int = 1000, seed=None, x=None):
     """``num_samples`` independent draws from a ``VBFit``'s q(α) q(μ, Λ) (``vb.sample_posterior``)
     as a one-chain ``InferenceData``; with data ``x`` also observed_data, log_likelihood and
     posterior_predictive."""
-    from .bayes_model import single_thread
+    from ._threads import limited_threads
     from .init import resolve_seed, spawn_seeds
     from .vb import sample_posterior
 
@@ -181,7 +181,7 @@ def vb_to_inference_data(vbfit, num_samples: int = 1000, seed=None, x=None):
         from ._validation import as_data
 
         x = as_data(x).double().numpy()
-    with single_thread():
+    with limited_threads():
         return draws_to_inference_data(posterior, x=x, attrs=attrs, seed=ppc_seed)
 
 

@@ -43,7 +43,6 @@ Also here: :func:`log_joint` (the log density above, evaluated by Pyro) and :fun
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import pyro
 import pyro.distributions as dist
@@ -54,6 +53,7 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import Transform
 
+from ._threads import limited_threads
 from ._validation import as_data, check_k
 from .priors import NormalWishartPrior, conjugate_update
 
@@ -190,17 +190,9 @@ def _setup(x, k, prior):
     }
 
 
-@contextmanager
-def single_thread():
-    """Run torch on one thread inside the block (restored afterwards).  The model's tensors are
-    tiny (K × D × D); on a loaded machine OpenMP threads spin-wait and make each small Cholesky
-    factorisation thousands of times slower, so the samplers and SVI run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# Run torch on one thread inside the block (restored afterwards): the model's tensors are tiny
+# (K × D × D), so the samplers and SVI run single-threaded.  The former name of ``limited_threads()``.
+single_thread = limited_threads
 
 
 def _cov_from_precision(lam):

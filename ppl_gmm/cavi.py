@@ -22,10 +22,11 @@ import time
 import torch
 
 from ._engine import fit_em
+from ._fitting import AscentTrace, best_of_restarts, progress_bar
 from ._validation import as_data, check_covariance_type, check_int, check_k, check_positive
 from .closed_form import e_step, elbo, m_step, weighted_log_prob
 from .errors import DivergenceError
-from .init import INITS, initial_params, resolve_seed, spawn_seeds
+from .init import INITS, initial_params, resolve_seed
 from .params import GMMParams
 from .result import GMMFit
 
@@ -53,17 +54,9 @@ def check_fit_args(x, k, init, dtype=None):
     return x, k
 
 
-def _progress(progress: bool, total: int, desc: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
-
-
 def _run(x, k, init, seed, covariance_type, max_iter, tol, reg_covar, progress) -> GMMFit:
     params = initial_params(x, k, init, seed, covariance_type, reg_covar)
-    bar = _progress(progress, max_iter, "CAVI")
+    bar = progress_bar(progress, max_iter, "CAVI")
 
     def on_iter(it, value):
         bar.update(1)
@@ -160,15 +153,8 @@ def fit_cavi(
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
     seed = resolve_seed(seed)
-    seeds = [seed] if n_init == 1 else spawn_seeds(seed, n_init)
-    best = None
-    for s in seeds:
-        fit = _run(x, k, init, s, covariance_type, max_iter, tol, reg_covar, progress)
-        if best is None or float(fit.elbo[-1]) > float(best.elbo[-1]):
-            best = fit
-    if n_init > 1:
-        best = GMMFit(**{**best.__dict__, "seed": seed, "info": {**best.info, "restart_seed": best.seed}})
-    return best
+    return best_of_restarts(
+        lambda s: _run(x, k, init, s, covariance_type, max_iter, tol, reg_covar, progress), seed, n_init)
 
 
 def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100, tol=0.0, reg_covar=0.0) -> GMMFit:
@@ -179,17 +165,14 @@ def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100,
     a closing E-step, |ΔELBO| / N < tol to stop.
     """
     x = as_data(x, dtype=params.dtype)
-    n = x.shape[0]
-    start = time.perf_counter()
-    elbos, lls, times = [], [], []
-    prev = None
+    trace = AscentTrace(x.shape[0], tol, None, time.perf_counter())
     converged = False
     n_iter = 0
     for it in range(max_iter):
         wlp = weighted_log_prob(x, params)
         log_norm = torch.logsumexp(wlp, 1, keepdim=True)
-        if prev is None:
-            prev = float(log_norm.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
+        if trace.prev is None:
+            trace.prev = float(log_norm.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
         gamma = torch.exp(wlp - log_norm)  # eq. 20
         params = m_step(x, gamma, covariance_type, reg_covar)  # eq. 21 / 28
         value = elbo(x, gamma, params)  # eq. 18 at (γ_{t-1}, Θ_t)
@@ -197,28 +180,19 @@ def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100,
         n_iter = it + 1
         if not (torch.isfinite(value) and torch.isfinite(ll)):
             raise DivergenceError(n_iter, params)
-        elbos.append(value)
-        lls.append(ll)
-        times.append(time.perf_counter() - start)
-        change = abs(float(value) - prev) / n
-        prev = float(value)
-        if change < tol:
+        if trace.record(value, ll):
             converged = True
             break
     gamma = e_step(x, params)  # closing E-step: KL gap = 0
-    elbos.append(elbo(x, gamma, params))
-    lls.append(torch.logsumexp(weighted_log_prob(x, params), 1).sum())  # eq. 26
-    times.append(time.perf_counter() - start)
+    trace.finish(elbo(x, gamma, params), torch.logsumexp(weighted_log_prob(x, params), 1).sum())  # eq. 18 = eq. 26
     return GMMFit(
         params=params,
         gamma=gamma,
-        elbo=torch.stack(elbos),
-        log_likelihood=torch.stack(lls),
+        **trace.fields(),
         method="cavi",
         n_iter=n_iter,
         converged=converged,
         seed=None,
         covariance_type=covariance_type,
         reg_covar=reg_covar,
-        times=torch.tensor(times, dtype=torch.float64),
     )

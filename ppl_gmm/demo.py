@@ -61,7 +61,7 @@ def compare_svi_cavi(x=None, k=2, *, seed=0, num_steps=3000, natural_steps=200, 
                      progress=False, data="Old Faithful") -> Comparison:
     """Fit ``x`` (default: Old Faithful) by CAVI, plain SVI and SVI with natural-gradient local
     steps, all from the same ``seed`` (hence the same Θ₀).  ``natural_steps=0`` skips the latter."""
-    from .bayes_model import single_thread
+    from ._threads import limited_threads
     from .cavi import fit_cavi
     from .datasets import load_old_faithful
     from .svi import fit_svi
@@ -75,7 +75,7 @@ def compare_svi_cavi(x=None, k=2, *, seed=0, num_steps=3000, natural_steps=200, 
         runs["SVI (natural-gradient γ)"] = lambda: fit_svi(
             x, k, seed=seed, num_steps=natural_steps, local_updates="natural", jit=jit, progress=progress)
     fits, seconds = {}, {}
-    with single_thread():  # tiny data: one thread is fastest and not slowed by a busy core
+    with limited_threads():  # tiny data: one thread is fastest and not slowed by a busy core
         for label, run in runs.items():
             start = time.perf_counter()
             fits[label] = run()

@@ -323,10 +323,10 @@ def make_figures(out="figures", *, quick=False, only=None, stream=None) -> dict:
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
         raise ValueError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
-    from .bayes_model import single_thread
+    from ._threads import limited_threads
 
     results = {}
-    with single_thread():  # tiny data: one thread is fastest, and reductions keep one order
+    with limited_threads():  # tiny data: one thread is fastest, and reductions keep one order
         for i, name in enumerate(names, 1):
             results[name] = _make_one(name, out, quick, f"[{i}/{len(names)}]", stream)
     return results

@@ -37,15 +37,18 @@ import time
 
 import torch
 
+from ._fitting import AscentTrace, best_of_restarts, progress_bar
+from ._threads import limited_threads
 from ._validation import check_covariance_type, check_int, check_positive
 from .cavi import check_fit_args
 from .closed_form import e_step, elbo, weighted_log_prob
 from .errors import DivergenceError
-from .init import initial_params, resolve_seed, spawn_seeds
+from .init import initial_params, resolve_seed
 from .params import GMMParams
 from .priors import NormalWishartPrior, conjugate_update, log_dirichlet_norm, log_wishart_norm
 from .result import GMMFit
-from .vb import INIT_REG_COVAR, _chol, _progress, resolve_prior, threads_for
+from .vb import INIT_REG_COVAR, resolve_prior
+from .vb_posterior import _chol
 
 __all__ = ["fit_map", "map_m_step", "log_prior"]
 
@@ -114,13 +117,13 @@ def _objective(x, gamma, params, prior):
 
 
 def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress) -> GMMFit:
-    n = x.shape[0]
     start = time.perf_counter()
     params = initial_params(x, k, init, seed, "full", INIT_REG_COVAR)
-    elbos, lls, lps, times = [], [], [], []
-    bar = _progress(progress, max_iter, "MAP-EM")
-    converged, n_iter = False, 0
+    lps = []
+    bar = progress_bar(progress, max_iter, "MAP-EM")
     prev = float(torch.logsumexp(weighted_log_prob(x, params), 1).sum() + log_prior(params, prior))
+    trace = AscentTrace(x.shape[0], tol, prev, start, bar, label="objective")
+    converged, n_iter = False, 0
     for it in range(max_iter):
         wlp = weighted_log_prob(x, params)
         gamma = torch.exp(wlp - torch.logsumexp(wlp, 1, keepdim=True))  # eq. 20
@@ -130,38 +133,25 @@ def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress) -> GMMFit:
         n_iter = it + 1
         if not (torch.isfinite(value) and torch.isfinite(ll)):
             raise DivergenceError(n_iter, params)
-        elbos.append(value)
-        lls.append(ll)
         lps.append(lp)
-        times.append(time.perf_counter() - start)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(objective=f"{float(value):.6g}")
-        change = abs(float(value) - prev) / n
-        prev = float(value)
-        if change < tol:
+        if trace.record(value, ll):
             converged = True
             break
-    if bar is not None:
-        bar.close()
+    trace.close_bar()
     gamma = e_step(x, params)  # closing E-step: eq. 18 + ln p(Θ) = ln p(X | Θ) + ln p(Θ)
     value, lp = _objective(x, gamma, params, prior)
-    elbos.append(value)
-    lls.append(torch.logsumexp(weighted_log_prob(x, params), 1).sum())
     lps.append(lp)
-    times.append(time.perf_counter() - start)
+    trace.finish(value, torch.logsumexp(weighted_log_prob(x, params), 1).sum())
     return GMMFit(
         params=params,
         gamma=gamma,
-        elbo=torch.stack(elbos),
-        log_likelihood=torch.stack(lls),
+        **trace.fields(),
         method="map",
         n_iter=n_iter,
         converged=converged,
         seed=seed,
         covariance_type="full",
         reg_covar=reg_covar,
-        times=torch.tensor(times, dtype=torch.float64),
         info={"log_prior": torch.stack(lps).tolist(), "prior": repr(prior)},
     )
 
@@ -192,13 +182,6 @@ def fit_map(x, k, prior=None, *, init="kmeans++", covariance_type="full", max_it
         raise ValueError(f"fit_map needs nu0 > D = {x.shape[1]} so that the Wishart posterior mode (nu_k − D) W_k "
                          f"exists even for an empty component; got nu0 = {prior.nu0}")
     seed = resolve_seed(seed)
-    seeds = [seed] if n_init == 1 else spawn_seeds(seed, n_init)
-    best = None
-    with threads_for(x.shape[0] * k * x.shape[1]):
-        for s in seeds:
-            fit = _run(x, k, prior, init, s, max_iter, tol, reg_covar, progress)
-            if best is None or float(fit.elbo[-1]) > float(best.elbo[-1]):
-                best = fit
-    if n_init > 1:
-        best = GMMFit(**{**best.__dict__, "seed": seed, "info": {**best.info, "restart_seed": best.seed}})
-    return best
+    with limited_threads(x.shape[0] * k * x.shape[1]):
+        return best_of_restarts(lambda s: _run(x, k, prior, init, s, max_iter, tol, reg_covar, progress),
+                                seed, n_init)

@@ -21,6 +21,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from ._fitting import best_of_restarts
+from ._threads import limited_threads
 from ._validation import as_data, check_int
 from .init import resolve_seed, spawn_seeds
 
@@ -149,12 +151,7 @@ def _row_vb(x, k, seed, n_init, progress, prior, kwargs) -> dict:
     from .vb import fit_vb
 
     p = _prior_for(x, k, prior)
-    seeds = [seed] if n_init == 1 else spawn_seeds(seed, n_init)
-    best = None
-    for s in seeds:
-        fit = fit_vb(x, k, p, seed=s, progress=progress, **kwargs)
-        if best is None or float(fit.elbo[-1]) > float(best.elbo[-1]):
-            best = fit
+    best = best_of_restarts(lambda s: fit_vb(x, k, p, seed=s, progress=progress, **kwargs), seed, n_init)
     bound = float(best.elbo[-1])
     log_k_factorial = math.lgamma(k + 1)
     return {"k": k, "log_evidence": bound + log_k_factorial, "elbo": bound, "ln_k_factorial": log_k_factorial,
@@ -207,10 +204,8 @@ def select_k(x, ks, *, method="bic", seed=None, n_init=3, prior=None, progress=F
             _prior_for(x, k, prior)
     seed = resolve_seed(seed)
     seeds = spawn_seeds(seed, len(ks))
-    from .vb import threads_for
-
     rows = []
-    with threads_for(x.shape[0] * max(ks) * x.shape[1]):
+    with limited_threads(x.shape[0] * max(ks) * x.shape[1]):
         for k, s in zip(ks, seeds):
             if method == "bic":
                 rows.append(_row_bic(x, k, s, n_init, progress, fit_kwargs))

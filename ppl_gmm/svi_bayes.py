@@ -42,10 +42,12 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.optim import ClippedAdam
 
+from ._fitting import progress_bar
+from ._threads import limited_threads
 from ._validation import check_int, check_positive
 from .bayes_model import (GUIDE_PARAMS, bayes_gmm_model, bayes_meanfield_guide, guide_constraints, guide_factors,
-                          guide_init, guide_values, single_thread)
-from .cavi import _progress, check_fit_args
+                          guide_init, guide_values)
+from .cavi import check_fit_args
 from .errors import DivergenceError
 from .init import resolve_seed
 from .vb import VBFit, VBPosterior, initial_responsibilities, lower_bound, resolve_prior
@@ -97,7 +99,7 @@ def fit_svi_bayes(x, k, prior=None, *, num_steps=1000, lr=0.05, seed=None, progr
     if isinstance(init, VBPosterior) and (init.k != k or init.d != x.shape[1]):
         raise ValueError(f"init posterior has K = {init.k}, D = {init.d}; the fit asks for K = {k}, D = {x.shape[1]}")
     start = time.perf_counter()
-    with single_thread(), pyro.get_param_store().scope():
+    with limited_threads(), pyro.get_param_store().scope():
         pyro.set_rng_seed(seed)
         values = _initial_values(x, k, prior, init, seed)
         bayes_meanfield_guide_params(values)
@@ -107,7 +109,7 @@ def fit_svi_bayes(x, k, prior=None, *, num_steps=1000, lr=0.05, seed=None, progr
         svi = SVI(bayes_gmm_model, guide, optim, loss=elbo_fn)
         bounds, estimates, times = [], [], []
         last, last_gamma = guide_posterior()
-        bar = _progress(progress, num_steps, "SVI (Bayes)")
+        bar = progress_bar(progress, num_steps, "SVI (Bayes)")
         for step in range(num_steps):
             detail = "non-finite ELBO"
             try:

@@ -50,3 +50,31 @@ def random_params(k, d, seed, dtype=torch.float64):
 def random_gamma(n, k, seed, dtype=torch.float64):
     rng = np.random.default_rng(seed)
     return torch.tensor(rng.dirichlet(np.ones(k), size=n), dtype=dtype)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small problems: one torch thread per test, restored afterwards (pytest -n 2 already fills both
+    cores, and oversubscribed OpenMP threads spin-wait, making small operations ~10x slower).
+    Use as ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def quiet_one_thread(one_torch_thread):
+    """One torch thread, and Pyro's "Singular sample detected" warnings (Wishart draws) silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Singular sample detected.*")
+        yield
+
+
+@pytest.fixture(scope="module")
+def sep1d():
+    """150 points from two well-separated 1-D normals (60 at N(−4, 1), 90 at N(3, 0.6²))."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.normal(-4.0, 1.0, 60), rng.normal(3.0, 0.6, 90)])

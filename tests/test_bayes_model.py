@@ -16,12 +16,7 @@ from ppl_gmm.priors import NormalWishartPrior, default_prior
 from ppl_gmm.svi_bayes import bayes_meanfield_guide_params, guide_posterior
 from ppl_gmm.vb import fit_vb, lower_bound
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one torch thread (OpenMP spin-waiting on a loaded machine costs ~1000×)."""
-    with bm.single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one torch thread
 
 
 def _random_theta(k, d, seed):

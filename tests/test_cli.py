@@ -15,9 +15,9 @@ from ppl_gmm.demo import compare_svi_cavi, format_comparison
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny problems: one torch thread (two processes of ``pytest -n 2`` share two cores)."""
-    from ppl_gmm.bayes_model import single_thread
+    from ppl_gmm._threads import limited_threads
 
-    with single_thread():
+    with limited_threads():
         yield
 
 

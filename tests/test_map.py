@@ -9,15 +9,7 @@ import ppl_gmm as pg
 from ppl_gmm.map_em import fit_map, log_prior, map_m_step
 from ppl_gmm.priors import NormalWishartPrior, default_prior
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These are small problems: one torch thread each (pytest -n 2 already fills both cores, and
-    oversubscribed OpenMP threads spin-wait, making small operations ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
 
 def _standardise(x):

@@ -8,8 +8,6 @@ ArviZ's Monte-Carlo standard error of the NUTS mean (sd / √ESS) and sd the NUT
 nearly exact here (q(Z) is practically deterministic, and given Z the exact posterior factorises as
 q(α) Π_k q(μ_k, Λ_k) does).
 """
-import warnings
-
 import numpy as np
 import pytest
 import torch
@@ -18,24 +16,13 @@ from scipy.special import logsumexp
 
 import ppl_gmm as pg
 from ppl_gmm import arviz_io, nuts
-from ppl_gmm.bayes_model import single_thread
+from ppl_gmm._threads import limited_threads
 from ppl_gmm.errors import DegenerateComponentError
 from ppl_gmm.priors import NormalWishartPrior, default_prior
 from ppl_gmm.svi_bayes import fit_svi_bayes
 from ppl_gmm.vb import fit_vb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Singular sample detected.*")
-        yield
-
-
-@pytest.fixture(scope="module")
-def sep1d():
-    rng = np.random.default_rng(0)
-    return np.concatenate([rng.normal(-4.0, 1.0, 60), rng.normal(3.0, 0.6, 90)])
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")  # conftest: one thread, no "Singular sample" warnings
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +35,13 @@ def sep2d():
 
 @pytest.fixture(scope="module")
 def idata1d(sep1d):
-    with single_thread():
+    with limited_threads():
         return pg.fit_nuts(sep1d, 2, default_prior(sep1d, 2), num_samples=150, warmup_steps=100, num_chains=2, seed=5)
 
 
 @pytest.fixture(scope="module")
 def idata2d(sep2d):
-    with single_thread():
+    with limited_threads():
         return pg.fit_nuts(sep2d, 2, default_prior(sep2d, 2), num_samples=120, warmup_steps=80, num_chains=1, seed=6)
 
 

@@ -18,15 +18,7 @@ from ppl_gmm.priors import (
     log_wishart_norm,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These are small problems: one torch thread each (pytest -n 2 already fills both cores, and
-    oversubscribed OpenMP threads spin-wait, making small operations ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
 
 def test_prior_stores_float64_symmetric_tensors():

@@ -6,20 +6,11 @@ import types
 
 import numpy as np
 import pytest
-import torch
 
 import ppl_gmm as pg
 from ppl_gmm.select import SelectionTable, select_k
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These are small problems: one torch thread each (pytest -n 2 already fills both cores, and
-    oversubscribed OpenMP threads spin-wait, making small operations ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
 
 @pytest.fixture(scope="module")

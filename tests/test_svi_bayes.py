@@ -1,30 +1,16 @@
 """Bayesian SVI against closed-form VB (fit_vb): the same ELBO over the same family, so the same
 optimum — checked parameter by parameter — and the exact bound (vb.lower_bound) as its trace."""
-import warnings
-
 import numpy as np
 import pytest
 import torch
 
 import ppl_gmm as pg
-from ppl_gmm import bayes_model as bm
 from ppl_gmm.errors import DivergenceError
 from ppl_gmm.priors import default_prior
 from ppl_gmm.svi_bayes import fit_svi_bayes
 from ppl_gmm.vb import VBFit, VBPosterior, fit_vb, lower_bound
 
-
-@pytest.fixture(autouse=True)
-def _quiet_one_thread():
-    with bm.single_thread(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Singular sample detected.*")
-        yield
-
-
-@pytest.fixture(scope="module")
-def sep1d():
-    rng = np.random.default_rng(0)
-    return np.concatenate([rng.normal(-4.0, 1.0, 60), rng.normal(3.0, 0.6, 90)])
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")  # conftest: one thread, no "Singular sample" warnings
 
 
 def _perturbed(post):

@@ -10,19 +10,12 @@ from scipy import stats
 from scipy.special import gammaln, multigammaln
 
 import ppl_gmm as pg
+from _helpers import sklearn_bgm
 from ppl_gmm import vb
 from ppl_gmm.priors import NormalWishartPrior, default_prior
 from ppl_gmm.vb import VBFit, VBPosterior, fit_vb, lower_bound, sample_posterior
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These are small problems: one torch thread each (pytest -n 2 already fills both cores, and
-    oversubscribed OpenMP threads spin-wait, making small operations ~10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
 
 def _standardise(x):
@@ -31,22 +24,8 @@ def _standardise(x):
 
 
 # --- scikit-learn as the oracle ---------------------------------------------------------------------
-def _sklearn_bgm(x, k, prior, resp0):
-    """BayesianGaussianMixture with the same prior, initialised from the same responsibilities r₀
-    (its ``_initialize`` is the VB M-step from r₀; scikit-learn has no responsibility init)."""
-    from sklearn.mixture import BayesianGaussianMixture
-
-    bgm = BayesianGaussianMixture(
-        n_components=k, covariance_type="full", weight_concentration_prior_type="dirichlet_distribution",
-        weight_concentration_prior=prior.alpha0, mean_precision_prior=prior.beta0, mean_prior=prior.m0.numpy(),
-        degrees_of_freedom_prior=prior.nu0, covariance_prior=prior.W0_inv.numpy(), reg_covar=0.0)
-    bgm._check_parameters(x)
-    bgm._initialize(x, resp0)
-    return bgm
-
-
 def _sklearn_constant(prior, n, k):
-    """L − scikit-learn's lower_bound_ (it drops these; see vb._bound_after_m_step)."""
+    """L − scikit-learn's lower_bound_ (it drops these; see vb_posterior._bound_after_m_step)."""
     d = prior.d
     log_b0 = (-0.5 * prior.nu0 * np.linalg.slogdet(prior.W0.numpy())[1] - 0.5 * prior.nu0 * d * math.log(2)
               - multigammaln(0.5 * prior.nu0, d))  # ln B(W0, nu0), multigammaln holds the ln π term
@@ -80,7 +59,7 @@ def test_iteration_for_iteration_equal_to_sklearn(case, faithful):
         prior = default_prior(x, k)
     xt = torch.as_tensor(x)
     resp0 = vb.initial_responsibilities(xt, k, "kmeans++", 0).numpy()
-    bgm = _sklearn_bgm(x, k, prior, resp0)
+    bgm = sklearn_bgm(x, k, prior, resp0)
     fits = {t: fit_vb(x, k, prior, seed=0, max_iter=t, tol=0) for t in (1, 3, 25)}
     const = _sklearn_constant(prior, len(x), k)
     for it in range(1, 26):
