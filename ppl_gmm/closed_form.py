@@ -30,10 +30,11 @@ __all__ = [
     "log_likelihood",
     "elbo_gradients",
     "entropy",
+    "row_logsumexp",
     "BLOCK_ROWS",
 ]
 
-BLOCK_ROWS = 1 << 15
+BLOCK_ROWS = 1 << 12  # rows per block: temporaries stay a few MB whatever N is
 
 
 def _coerce(x, params: GMMParams):
@@ -69,6 +70,14 @@ def log_gaussian(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.
     return out.add_(log_det_u - 0.5 * d * math.log(2 * math.pi))  # in place: one (N, K) array
 
 
+def row_logsumexp(wlp: torch.Tensor) -> torch.Tensor:
+    """log Σ_k exp(wlp_ik) per row (N,), in row blocks (no (N, K) temporary)."""
+    out = torch.empty(wlp.shape[0], dtype=wlp.dtype)
+    for s in range(0, wlp.shape[0], BLOCK_ROWS):
+        torch.logsumexp(wlp[s : s + BLOCK_ROWS], dim=1, out=out[s : s + BLOCK_ROWS])
+    return out
+
+
 def weighted_log_prob(x, params: GMMParams) -> torch.Tensor:
     """(N, K) matrix of log α_k + log N(x_i | μ_k, Σ_k), the bracket of eq. 15."""
     x = _coerce(x, params)
@@ -83,12 +92,12 @@ def e_step(x, params: GMMParams) -> torch.Tensor:
     normalised row.
     """
     wlp = weighted_log_prob(x, params)
-    return wlp.sub_(torch.logsumexp(wlp, dim=1, keepdim=True)).exp_()  # eq. 20, in place
+    return wlp.sub_(row_logsumexp(wlp)[:, None]).exp_()  # eq. 20, in place
 
 
 def log_likelihood(x, params: GMMParams) -> torch.Tensor:
     """Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k): the marginal log-likelihood, eq. 26."""
-    return torch.logsumexp(weighted_log_prob(x, params), dim=1).sum()  # eq. 26
+    return row_logsumexp(weighted_log_prob(x, params)).sum()  # eq. 26
 
 
 def entropy(gamma: torch.Tensor) -> torch.Tensor:
