@@ -38,6 +38,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --- CSV ---------------------------------------------------------------------------------------
+
+def _show_progress(args) -> bool:
+    """Progress bars by default on a terminal; off with --no-progress or when stderr is not a
+    terminal (a log file would otherwise receive every redraw)."""
+    return not args.no_progress and sys.stderr.isatty()
+
 def read_csv(path, columns=None) -> tuple[list[str], np.ndarray]:
     """(column names, (N, D) float64 array) of a CSV with a header row.
 
@@ -113,7 +119,7 @@ def _prior(x, k, alpha0):
 
 
 def _fit(args, x):
-    k, seed, progress = args.k, args.seed, not args.no_progress
+    k, seed, progress = args.k, args.seed, _show_progress(args)
     if args.method == "cavi":
         from .cavi import fit_cavi
 
@@ -223,7 +229,7 @@ def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(seed=args.seed, num_steps=args.num_steps, natural_steps=args.natural_steps,
-             progress=not args.no_progress)
+             progress=_show_progress(args))
     return 0
 
 
