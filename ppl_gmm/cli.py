@@ -129,13 +129,13 @@ def _fit(args, x):
         from .svi import fit_svi
 
         return fit_svi(x, k, num_steps=args.num_steps, lr=args.lr, seed=seed, progress=progress,
-                       local_updates=args.local_updates)
+                       local_updates=args.local_updates, tol=args.tol, reg_covar=args.reg_covar)
     prior = _prior(x, k, args.alpha0)
     if args.method == "map":
         from .map_em import fit_map
 
         return fit_map(x, k, prior, max_iter=args.max_iter, tol=args.tol, n_init=args.n_init, seed=seed,
-                       progress=progress)
+                       covariance_type=args.covariance_type, progress=progress)
     if args.method == "vb":
         from .vb import fit_vb
 
@@ -307,7 +307,12 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failure, 2 bad input)."""
-    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        return _main(argv)
+
+
+def _main(argv) -> int:
     debug = bool(os.environ.get("PPL_GMM_DEBUG"))
     try:
         args = _parser().parse_args(argv)

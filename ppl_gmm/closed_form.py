@@ -38,6 +38,8 @@ BLOCK_ROWS = 1 << 12  # rows per block: temporaries stay a few MB whatever N is
 
 
 def _coerce(x, params: GMMParams):
+    if not isinstance(params, GMMParams):
+        raise TypeError(f"params must be a GMMParams(alpha, mu, cov), got {type(params).__name__}")
     x = as_data(x, dtype=params.dtype)
     if x.shape[1] != params.d:
         raise ValueError(f"x has D = {x.shape[1]} columns but the parameters are {params.d}-dimensional")
@@ -51,6 +53,18 @@ def _check_gamma(gamma, n: int, k: int, dtype) -> torch.Tensor:
     if not bool(torch.isfinite(gamma).all()) or bool((gamma < 0).any()):
         raise ValueError("gamma must be finite and non-negative (each row a point on the simplex)")
     return gamma
+
+
+def _check_simplex_rows(gamma: torch.Tensor) -> None:
+    """q(Z_i) = Categorical(γ_i) needs Σ_k γ_ik = 1 (eq. 17)."""
+    off = (gamma.sum(1, dtype=torch.float64) - 1.0).abs()
+    tol = 1e-6 if gamma.dtype == torch.float64 else 1e-4
+    if gamma.shape[0] and float(off.max()) > tol * gamma.shape[1]:
+        i = int(torch.argmax(off))
+        raise ValueError(
+            f"gamma row {i} sums to {float(gamma[i].sum()):.6g}, not 1: each row of γ must be a point on the "
+            "simplex (normalise the rows, e.g. gamma / gamma.sum(1, keepdim=True))"
+        )
 
 
 def log_gaussian(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
@@ -116,6 +130,7 @@ def elbo(x, gamma, params: GMMParams) -> torch.Tensor:
     """
     x = _coerce(x, params)
     gamma = _check_gamma(gamma, x.shape[0], params.k, params.dtype)
+    _check_simplex_rows(gamma)
     wlp = weighted_log_prob(x, params)
     expected_log_joint = torch.where(gamma > 0, gamma * wlp, torch.zeros_like(wlp)).sum()
     return expected_log_joint + entropy(gamma)  # eq. 18
@@ -134,6 +149,7 @@ def elbo_gradients(x, gamma, params: GMMParams) -> dict:
     """
     x = _coerce(x, params)
     gamma = _check_gamma(gamma, x.shape[0], params.k, params.dtype)
+    _check_simplex_rows(gamma)
     n_k = gamma.sum(0)
     prec = torch.linalg.inv(params.cov)
     prec = 0.5 * (prec + prec.transpose(-1, -2))

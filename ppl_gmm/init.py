@@ -8,7 +8,9 @@ one M-step.  ``init=GMMParams(...)``: used as given (shapes checked).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 
 import numpy as np
 import torch
@@ -16,7 +18,7 @@ import torch
 from .closed_form import m_step
 from .params import GMMParams
 
-__all__ = ["resolve_seed", "spawn_seeds", "kmeans_plusplus", "initial_params", "INITS"]
+__all__ = ["resolve_seed", "spawn_seeds", "kmeans_plusplus", "initial_params", "preserved_global_rng", "INITS"]
 
 INITS = ("kmeans++", "random")
 
@@ -28,6 +30,21 @@ def resolve_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     return int(seed)
+
+
+@contextlib.contextmanager
+def preserved_global_rng():
+    """Run a block that seeds the global generators (``pyro.set_rng_seed`` seeds torch, numpy and
+    Python's ``random``) and give the caller back the states they had before."""
+    torch_state = torch.random.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:

@@ -40,7 +40,7 @@ from ._threads import limited_threads
 from ._validation import as_data, check_int, check_k, check_positive
 from .bayes_model import bayes_gmm_model
 from .errors import DegenerateComponentError
-from .init import resolve_seed, spawn_seeds
+from .init import resolve_seed, spawn_seeds, preserved_global_rng
 from .vb import resolve_prior
 
 __all__ = ["fit_nuts", "loo_elpd", "relabel", "LABEL_RULE", "sample_stat_names", "DegeneratePosteriorError"]
@@ -218,9 +218,7 @@ def fit_nuts(x, k, prior=None, *, num_samples=1000, warmup_steps=500, num_chains
     x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth = _check_args(
         x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth)
     seed = resolve_seed(seed)
-    chain_root, ppc_seed = spawn_seeds(seed, 2)
-    chain_seeds = spawn_seeds(chain_root, num_chains)
-    with limited_threads():  # tiny tensors: threads only add spin-wait overhead
+    with limited_threads(), preserved_global_rng():  # tiny tensors: threads only add spin-wait overhead
         idata = _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob,
                      max_tree_depth, jit)
     num_div = idata.attrs["num_divergences"]

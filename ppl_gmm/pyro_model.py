@@ -136,7 +136,10 @@ def gmm_model(x, k, prior=None, *, init=None, subsample_size=None):
     ``pyro.plate("data", N)``; Θ are the pyro.params ``"alpha"`` (simplex), ``"mu"`` and
     ``"scale_tril"`` (lower Cholesky).  1-D data use the same code path with D = 1.
     ``subsample_size`` subsamples the plate (the guide, run first, draws the indices and the
-    model replays them).  With a ``prior`` this is the Bayesian model of ``ppl_gmm.bayes_model``.
+    model replays them).  With a ``prior`` this is the Bayesian model of ``ppl_gmm.bayes_model``:
+    sample sites ``"alpha"`` (Dirichlet), ``"Lambda"`` (the precision Λ_k = Σ_k⁻¹, Wishart — the
+    conjugate parametrisation of PRML 10.40) and ``"mu"``, with ``"cov"`` = Λ⁻¹ recorded as a
+    deterministic site so that traces and ArviZ output carry covariances.
     """
     if prior is not None:
         from .bayes_model import bayes_gmm_model

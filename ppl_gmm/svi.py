@@ -365,7 +365,7 @@ def fit_svi(
         converged=converged,
         seed=seed,
         covariance_type="full",
-        reg_covar=0.0,
+        reg_covar=opt.init_reg_covar,
         times=torch.tensor(times, dtype=torch.float64),
         info=info,
     )

@@ -49,7 +49,7 @@ from .bayes_model import (GUIDE_PARAMS, bayes_gmm_model, bayes_meanfield_guide, 
                           guide_init, guide_values)
 from .cavi import check_fit_args
 from .errors import DivergenceError
-from .init import resolve_seed
+from .init import resolve_seed, preserved_global_rng
 from .vb import VBFit, VBPosterior, initial_responsibilities, lower_bound, resolve_prior
 
 __all__ = ["fit_svi_bayes", "guide_posterior"]
@@ -99,7 +99,7 @@ def fit_svi_bayes(x, k, prior=None, *, num_steps=1000, lr=0.05, seed=None, progr
     if isinstance(init, VBPosterior) and (init.k != k or init.d != x.shape[1]):
         raise ValueError(f"init posterior has K = {init.k}, D = {init.d}; the fit asks for K = {k}, D = {x.shape[1]}")
     start = time.perf_counter()
-    with limited_threads(), pyro.get_param_store().scope():
+    with limited_threads(), preserved_global_rng(), pyro.get_param_store().scope():
         pyro.set_rng_seed(seed)
         values = _initial_values(x, k, prior, init, seed)
         bayes_meanfield_guide_params(values)
