@@ -11,7 +11,7 @@ from importlib import import_module
 from . import datasets
 from .cavi import fit_cavi
 from .closed_form import e_step, elbo, elbo_gradients, log_likelihood, m_step
-from .errors import DegenerateComponentError, DivergenceError, EmptyComponentError
+from .errors import DegenerateComponentError, DegeneratePosteriorError, DivergenceError, EmptyComponentError
 from .params import GMMParams
 from .result import GMMFit, align, load_fit
 
@@ -50,6 +50,7 @@ __all__ = [
     "align",
     "datasets",
     "DegenerateComponentError",
+    "DegeneratePosteriorError",
     "EmptyComponentError",
     "DivergenceError",
     *_LAZY,

@@ -24,7 +24,7 @@ import torch
 from ._engine import fit_em
 from ._fitting import AscentTrace, best_of_restarts, progress_bar
 from ._validation import as_data, check_covariance_type, check_int, check_k, check_positive
-from .closed_form import e_step, elbo, m_step, row_logsumexp, weighted_log_prob
+from .closed_form import e_step, elbo, m_step, normalise_log, weighted_log_prob
 from .errors import DivergenceError
 from .init import INITS, initial_params, resolve_seed
 from .params import GMMParams
@@ -83,10 +83,8 @@ def _run(x, k, init, seed, covariance_type, max_iter, tol, reg_covar, progress) 
     # The closing E-step through the public closed form, so that fit.gamma == e_step(x, fit.params)
     # and fit.elbo[-1] == log_likelihood(x, fit.params) hold bit for bit (the engine's own closing
     # pass, in centred coordinates, agrees to ~1e-16).
-    wlp = weighted_log_prob(x, params)
-    lse = row_logsumexp(wlp)
+    gamma, lse = normalise_log(weighted_log_prob(x, params))  # eq. 20, exactly as e_step
     final = lse.sum()  # eq. 26 = eq. 18 at (γ, Θ): KL gap 0
-    gamma = wlp.sub_(lse[:, None]).exp_()  # eq. 20, the same operations as e_step
     elbos, lls = out["elbo"].to(dtype).clone(), out["log_likelihood"].to(dtype).clone()
     elbos[-1] = final
     lls[-1] = final

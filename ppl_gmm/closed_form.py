@@ -31,6 +31,7 @@ __all__ = [
     "elbo_gradients",
     "entropy",
     "row_logsumexp",
+    "normalise_log",
     "BLOCK_ROWS",
 ]
 
@@ -92,6 +93,18 @@ def row_logsumexp(wlp: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def normalise_log(wlp: torch.Tensor):
+    """(γ, lse) from the (N, K) weighted log-probabilities, in place: γ_ik = exp(wlp_ik − lse_i)
+    (eq. 20) with lse_i = log Σ_k exp(wlp_ik) (the terms of eq. 26).
+
+    Far from every component lse_i is large (|lse_i| ~ 1e7), and its rounding (ε·|lse_i|) would
+    leave the row sums off 1 by ~1e-9; one more division puts every row on the simplex to ~1e-16.
+    """
+    lse = row_logsumexp(wlp)
+    gamma = wlp.sub_(lse[:, None]).exp_()
+    return gamma.div_(gamma.sum(1, keepdim=True)), lse
+
+
 def weighted_log_prob(x, params: GMMParams) -> torch.Tensor:
     """(N, K) matrix of log α_k + log N(x_i | μ_k, Σ_k), the bracket of eq. 15."""
     x = _coerce(x, params)
@@ -105,8 +118,7 @@ def e_step(x, params: GMMParams) -> torch.Tensor:
     logsumexp so that a point far from every component still gets a finite,
     normalised row.
     """
-    wlp = weighted_log_prob(x, params)
-    return wlp.sub_(row_logsumexp(wlp)[:, None]).exp_()  # eq. 20, in place
+    return normalise_log(weighted_log_prob(x, params))[0]  # eq. 20
 
 
 def log_likelihood(x, params: GMMParams) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Exceptions with messages that say what went wrong and what to do."""
 from __future__ import annotations
 
-__all__ = ["DegenerateComponentError", "EmptyComponentError", "DivergenceError"]
+__all__ = ["DegenerateComponentError", "DegeneratePosteriorError", "EmptyComponentError", "DivergenceError"]
 
 
 class DegenerateComponentError(FloatingPointError, ValueError):
@@ -17,6 +17,15 @@ class DegenerateComponentError(FloatingPointError, ValueError):
             "or put a prior on the covariances with fit_map / fit_vb."
         )
         super().__init__(msg)
+
+
+class DegeneratePosteriorError(DegenerateComponentError):
+    """A Bayesian posterior is numerically degenerate: a posterior scale matrix W_k⁻¹ (VB) or a
+    sampled precision Λ_k (NUTS) is not positive definite, or the density cannot be evaluated."""
+
+    def __init__(self, message: str, component: int | None = None):
+        self.component = component
+        ValueError.__init__(self, message)
 
 
 class EmptyComponentError(FloatingPointError, ValueError):

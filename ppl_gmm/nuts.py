@@ -39,7 +39,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from ._threads import limited_threads
 from ._validation import as_data, check_int, check_k, check_positive
 from .bayes_model import bayes_gmm_model
-from .errors import DegenerateComponentError
+from .errors import DegeneratePosteriorError
 from .init import resolve_seed, spawn_seeds, preserved_global_rng
 from .vb import resolve_prior
 
@@ -105,15 +105,6 @@ class _RecordingNUTS(NUTS):
             rec["step_size"].append(float(self.step_size))
             rec["lp"].append(-float(self._potential_energy_last))
         return z
-
-
-class DegeneratePosteriorError(DegenerateComponentError):
-    """The sampled posterior is numerically degenerate (a draw's Λ_k not positive definite, or the
-    density not computable at the start)."""
-
-    def __init__(self, message: str, component: int | None = None):
-        self.component = component
-        ValueError.__init__(self, message)
 
 
 # --- label switching ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._validation import as_data, check_int
-from .errors import DegenerateComponentError
+from .errors import DegeneratePosteriorError
 from .init import resolve_seed
 from .params import GMMParams
 from .priors import BLOCK_ROWS, NormalWishartPrior, expected_log_det, log_dirichlet_norm, log_wishart_norm
@@ -28,18 +28,15 @@ __all__ = ["VBPosterior", "sample_posterior", "lower_bound", "DegeneratePosterio
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class DegeneratePosteriorError(DegenerateComponentError):
-    """A posterior scale matrix W_k⁻¹ lost positive definiteness to round-off."""
-
-    def __init__(self, component: int):
-        self.component = component
-        ValueError.__init__(
-            self,
-            f"component {component}: the posterior scale matrix W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62) is not "
-            "numerically positive definite (a numerically degenerate posterior). W0⁻¹ is negligible next to the "
-            "data's scatter or the data span a lower-dimensional subspace: standardise the data, drop "
-            "collinear columns, or use a prior with a larger W0⁻¹ (e.g. default_prior(x, k)).",
-        )
+def _degenerate(component: int) -> DegeneratePosteriorError:
+    """The error for a posterior scale matrix W_k⁻¹ that lost positive definiteness to round-off."""
+    return DegeneratePosteriorError(
+        f"component {component}: the posterior scale matrix W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62) is not "
+        "numerically positive definite (a numerically degenerate posterior). W0⁻¹ is negligible next to the "
+        "data's scatter or the data span a lower-dimensional subspace: standardise the data, drop "
+        "collinear columns, or use a prior with a larger W0⁻¹ (e.g. default_prior(x, k)).",
+        component,
+    )
 
 
 def _chol_checked(w_inv: torch.Tensor):
@@ -60,7 +57,7 @@ def _chol(w_inv: torch.Tensor) -> torch.Tensor:
     """Lower Cholesky factors of W_k⁻¹, or a DegeneratePosteriorError naming the component."""
     chol, bad = _chol_checked(w_inv)
     if bad is not None:
-        raise DegeneratePosteriorError(bad)
+        raise _degenerate(bad)
     return chol
 
 

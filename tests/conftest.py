@@ -8,6 +8,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import ppl_gmm as pg  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run (CI must not flake on a newly drawn case);
+# HYPOTHESIS_PROFILE=explore searches afresh.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # `pytest -n 2` runs two workers on two cores: one torch thread each, or they oversubscribe
 # the machine (a two-thread torch op on a busy core is ~10x slower).
