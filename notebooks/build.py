@@ -524,7 +524,23 @@ def execute(nb, *, quick: bool = False, timeout: int = 1200):
             os.environ["PPL_GMM_QUICK"] = previous
     nb.metadata.pop("widgets", None)
     nb.metadata["language_info"] = {"name": "python"}  # drop the interpreter's patch version
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
     return nb
+
+
+def merge_streams(outputs: list) -> list:
+    """Join consecutive stream outputs of the same name: how the kernel chunks stdout depends on
+    flush timing, so unmerged outputs would differ from run to run with identical text."""
+    merged = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                and merged[-1].get("name") == out.get("name"):
+            merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+        else:
+            merged.append(out)
+    return merged
 
 
 def sources(nb) -> list:
