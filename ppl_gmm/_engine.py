@@ -42,7 +42,8 @@ import time
 
 import torch
 
-from .errors import DegenerateComponentError, DivergenceError, EmptyComponentError
+from .closed_form import check_nonempty
+from .errors import DegenerateComponentError, DivergenceError
 
 __all__ = ["fit_em", "RAW_OFFSET_LIMIT", "SHIFTED_MAX_D"]
 
@@ -279,11 +280,7 @@ def m_step_from_stats(st: _Stats, th: _Theta, covariance_type: str, reg_covar: f
     S_k = Σ_i γ_ik (x̃_i − μ_k')ᵀ(x̃_i − μ_k'); m (K, D) is the per-feature second moment
     about the moments' reference point (+ reg_covar), which sets Σ's round-off level."""
     n_k = st.n_k
-    tiny = 10 * torch.finfo(dtype).eps
-    small = torch.nonzero(n_k < tiny).flatten()
-    if small.numel():
-        j = int(small[0])
-        raise EmptyComponentError(j, float(n_k[j]))
+    check_nonempty(n_k, dtype)
     k, d = th.mu.shape
     alpha = n_k / n_k.sum()  # eq. 21
     mu = torch.empty(k, d, dtype=_F64)

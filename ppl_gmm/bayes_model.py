@@ -53,7 +53,6 @@ from torch.distributions import biject_to, transform_to
 from torch.distributions import constraints as torch_constraints
 from torch.distributions.transforms import Transform
 
-from ._threads import limited_threads
 from ._validation import as_data, check_k
 from .priors import NormalWishartPrior, conjugate_update
 
@@ -70,7 +69,6 @@ __all__ = [
     "guide_constraints",
     "guide_values",
     "guide_factors",
-    "single_thread",
 ]
 
 GUIDE_PARAMS = ("q_pi", "q_alpha_sum", "q_m", "q_beta", "q_nu", "q_Lambda_tril", "gamma")
@@ -188,11 +186,6 @@ def _setup(x, k, prior):
         "nu0": torch.tensor(prior.nu0, dtype=dt),
         "W0_tril": torch.linalg.cholesky(w0),
     }
-
-
-# Run torch on one thread inside the block (restored afterwards): the model's tensors are tiny
-# (K × D × D), so the samplers and SVI run single-threaded.  The former name of ``limited_threads()``.
-single_thread = limited_threads
 
 
 def _cov_from_precision(lam):

@@ -24,7 +24,7 @@ import torch
 from ._engine import fit_em
 from ._fitting import AscentTrace, best_of_restarts, progress_bar
 from ._validation import as_data, check_covariance_type, check_int, check_k, check_positive
-from .closed_form import e_step, elbo, m_step, normalise_log, weighted_log_prob
+from .closed_form import e_step, elbo, log_likelihood, m_step, normalise_log, weighted_log_prob
 from .errors import DivergenceError
 from .init import INITS, initial_params, resolve_seed
 from .params import GMMParams
@@ -167,14 +167,12 @@ def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100,
     converged = False
     n_iter = 0
     for it in range(max_iter):
-        wlp = weighted_log_prob(x, params)
-        log_norm = torch.logsumexp(wlp, 1, keepdim=True)
+        gamma, lse = normalise_log(weighted_log_prob(x, params))  # eq. 20
         if trace.prev is None:
-            trace.prev = float(log_norm.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
-        gamma = torch.exp(wlp - log_norm)  # eq. 20
+            trace.prev = float(lse.sum())  # eq. 26 at Θ₀ = eq. 18 right after the first E-step
         params = m_step(x, gamma, covariance_type, reg_covar)  # eq. 21 / 28
         value = elbo(x, gamma, params)  # eq. 18 at (γ_{t-1}, Θ_t)
-        ll = torch.logsumexp(weighted_log_prob(x, params), 1).sum()  # eq. 26 at Θ_t
+        ll = log_likelihood(x, params)  # eq. 26 at Θ_t
         n_iter = it + 1
         if not (torch.isfinite(value) and torch.isfinite(ll)):
             raise DivergenceError(n_iter, params)
@@ -182,7 +180,7 @@ def reference_fit(x, params: GMMParams, *, covariance_type="full", max_iter=100,
             converged = True
             break
     gamma = e_step(x, params)  # closing E-step: KL gap = 0
-    trace.finish(elbo(x, gamma, params), torch.logsumexp(weighted_log_prob(x, params), 1).sum())  # eq. 18 = eq. 26
+    trace.finish(elbo(x, gamma, params), log_likelihood(x, params))  # eq. 18 = eq. 26
     return GMMFit(
         params=params,
         gamma=gamma,

@@ -182,8 +182,9 @@ def sufficient_statistics(x: torch.Tensor, gamma: torch.Tensor):
     return n_k, (gamma.T @ x) / n_k[:, None]
 
 
-def check_nonempty(n_k: torch.Tensor) -> None:
-    tiny = 10 * torch.finfo(n_k.dtype).eps
+def check_nonempty(n_k: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """Raise EmptyComponentError for the first N_k below 10 ε (ε of ``dtype``, default N_k's)."""
+    tiny = 10 * torch.finfo(dtype or n_k.dtype).eps
     small = torch.nonzero(n_k < tiny).flatten()
     if small.numel():
         j = int(small[0])

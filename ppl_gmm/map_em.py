@@ -41,7 +41,7 @@ from ._fitting import AscentTrace, best_of_restarts, progress_bar
 from ._threads import limited_threads
 from ._validation import check_covariance_type, check_int, check_positive
 from .cavi import check_fit_args
-from .closed_form import e_step, elbo, weighted_log_prob
+from .closed_form import e_step, elbo, log_likelihood
 from .errors import DivergenceError
 from .init import initial_params, resolve_seed
 from .params import GMMParams
@@ -112,7 +112,7 @@ def _objective(x, gamma, params, prior):
     lp = log_prior(params, prior)
     dead = params.alpha == 0
     if bool(dead.any()) and bool((gamma[:, dead] > 0).any()):
-        return torch.logsumexp(weighted_log_prob(x, params), 1).sum() + lp, lp
+        return log_likelihood(x, params) + lp, lp
     return elbo(x, gamma, params) + lp, lp
 
 
@@ -121,15 +121,14 @@ def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress) -> GMMFit:
     params = initial_params(x, k, init, seed, "full", INIT_REG_COVAR)
     lps = []
     bar = progress_bar(progress, max_iter, "MAP-EM")
-    prev = float(torch.logsumexp(weighted_log_prob(x, params), 1).sum() + log_prior(params, prior))
+    prev = float(log_likelihood(x, params) + log_prior(params, prior))
     trace = AscentTrace(x.shape[0], tol, prev, start, bar, label="objective")
     converged, n_iter = False, 0
     for it in range(max_iter):
-        wlp = weighted_log_prob(x, params)
-        gamma = torch.exp(wlp - torch.logsumexp(wlp, 1, keepdim=True))  # eq. 20
+        gamma = e_step(x, params)  # eq. 20
         params = map_m_step(x, gamma, prior, reg_covar)  # the posterior mode, module doc
         value, lp = _objective(x, gamma, params, prior)  # eq. 18 + ln p(Θ) at (γ_{t−1}, Θ_t)
-        ll = torch.logsumexp(weighted_log_prob(x, params), 1).sum()  # eq. 26 at Θ_t
+        ll = log_likelihood(x, params)  # eq. 26 at Θ_t
         n_iter = it + 1
         if not (torch.isfinite(value) and torch.isfinite(ll)):
             raise DivergenceError(n_iter, params)
@@ -141,7 +140,7 @@ def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress) -> GMMFit:
     gamma = e_step(x, params)  # closing E-step: eq. 18 + ln p(Θ) = ln p(X | Θ) + ln p(Θ)
     value, lp = _objective(x, gamma, params, prior)
     lps.append(lp)
-    trace.finish(value, torch.logsumexp(weighted_log_prob(x, params), 1).sum())
+    trace.finish(value, log_likelihood(x, params))
     return GMMFit(
         params=params,
         gamma=gamma,

@@ -68,10 +68,9 @@ from .vb_posterior import (  # noqa: F401  (re-exported: the public names and th
 )
 
 __all__ = ["VBPosterior", "VBFit", "fit_vb", "sample_posterior", "lower_bound", "DegeneratePosteriorError",
-           "initial_responsibilities", "resolve_prior", "threads_for", "INIT_REG_COVAR"]
+           "initial_responsibilities", "resolve_prior", "INIT_REG_COVAR"]
 
 INIT_REG_COVAR = 1e-6  # fit_cavi's default: Θ₀ of fit_vb / fit_map is fit_cavi's default Θ₀
-threads_for = limited_threads  # the former name (vb.threads_for(work))
 
 
 # --- the fit ---------------------------------------------------------------------------------------
