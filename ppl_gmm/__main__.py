@@ -1,4 +1,0 @@
-"""``python -m ppl_gmm ...`` runs the ``ppl-gmm`` command line."""
-from .cli import main
-
-raise SystemExit(main())

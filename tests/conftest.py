@@ -1,4 +1,4 @@
-"""Shared test set-up: headless matplotlib, float64, fixed seeds."""
+"""Shared test set-up: headless matplotlib, float64, fixed seeds. Oracles live in ``oracles.py``."""
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -16,8 +16,9 @@ settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# `pytest -n 2` runs two workers on two cores: one torch thread each, or they oversubscribe
-# the machine (a two-thread torch op on a busy core is ~10x slower).
+# `pytest -n 2` runs two workers on two cores: one torch thread each, or they oversubscribe the
+# machine (a two-thread torch op on a busy core is ~10x slower). The tests of "a fit restores the
+# caller's thread count" set a different count themselves (tests/test_global_state.py).
 torch.set_num_threads(1)
 
 
@@ -42,21 +43,6 @@ def separated_2d():
     )
     x, z = pg.datasets.make_mixture(300, params, seed=1)
     return x, z, params
-
-
-def random_params(k, d, seed, dtype=torch.float64):
-    """Random (not optimal) Θ for identity tests."""
-    rng = np.random.default_rng(seed)
-    alpha = rng.dirichlet(np.ones(k))
-    mu = rng.normal(scale=3.0, size=(k, d))
-    a = rng.normal(size=(k, d, d))
-    cov = a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
-    return pg.GMMParams(torch.tensor(alpha, dtype=dtype), torch.tensor(mu, dtype=dtype), torch.tensor(cov, dtype=dtype))
-
-
-def random_gamma(n, k, seed, dtype=torch.float64):
-    rng = np.random.default_rng(seed)
-    return torch.tensor(rng.dirichlet(np.ones(k), size=n), dtype=dtype)
 
 
 @pytest.fixture

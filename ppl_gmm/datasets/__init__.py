@@ -46,8 +46,8 @@ def make_mixture(n: int, params, seed=None):
     tensor (dtype of ``params``) and z (n,) LongTensor.  All randomness flows
     from ``seed`` through a ``torch.Generator``.
     """
-    from ..init import resolve_seed
-    from ..params import GMMParams
+    from ..core.params import GMMParams
+    from ..core.rng import resolve_seed
 
     if not isinstance(params, GMMParams):
         raise TypeError("params must be a GMMParams")

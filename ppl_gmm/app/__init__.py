@@ -1,0 +1,1 @@
+"""The command line (``cli``) and the main job, SVI against CAVI (``demo``). The top layer."""

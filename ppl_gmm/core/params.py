@@ -1,0 +1,135 @@
+"""Θ = {α, μ, Σ}: the point estimate of the GMM's parameters, and helpers on it.
+
+Covariances are always stored as full (K, D, D) matrices; ``covariance_type``
+only constrains how the M-step estimates them (diagonal, spherical, tied).
+Everything numeric goes through Cholesky factors: Σ_k = L_k L_kᵀ and the
+precision factor U_k = L_k⁻ᵀ (so Σ_k⁻¹ = U_k U_kᵀ, sklearn's
+``precisions_cholesky_``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .linalg import cholesky, precision_cholesky
+
+__all__ = ["GMMParams"]
+
+
+def _tensor(value, dtype=None, name: str = "value") -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        if t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {t.dtype}")
+        return t.to(dtype) if dtype is not None else (t if t.dtype in (torch.float32, torch.float64) else t.double())
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must hold real numbers: {err}") from None
+    return torch.as_tensor(arr, dtype=dtype or torch.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class GMMParams:
+    """Point estimate Θ of a K-component, D-dimensional GMM.
+
+    alpha : (K,)       mixing weights α_k on the simplex (eq. 15)
+    mu    : (K, D)     component means μ_k
+    cov   : (K, D, D)  component covariances Σ_k, symmetric positive definite
+                       (1-D data: (K, 1, 1) variances σ_k²)
+    """
+
+    alpha: torch.Tensor
+    mu: torch.Tensor
+    cov: torch.Tensor
+
+    def __post_init__(self):
+        a = self.alpha
+        dtype = a.dtype if isinstance(a, torch.Tensor) and a.dtype in (torch.float32, torch.float64) else None
+        alpha = _tensor(self.alpha, dtype, "alpha")
+        dtype = alpha.dtype
+        mu = _tensor(self.mu, dtype, "mu")
+        cov = _tensor(self.cov, dtype, "cov")
+        if alpha.ndim != 1 or alpha.shape[0] == 0:
+            raise ValueError(f"alpha must have shape (K,) with K >= 1, got {tuple(alpha.shape)}")
+        k = alpha.shape[0]
+        if mu.ndim == 1 and k == 1:
+            mu = mu.unsqueeze(0)
+        elif mu.ndim == 1:
+            mu = mu.unsqueeze(-1)  # K scalar means of 1-D data
+        if mu.ndim != 2 or mu.shape[0] != k:
+            raise ValueError(f"mu must have shape (K, D) = ({k}, D), got {tuple(mu.shape)}")
+        d = mu.shape[1]
+        if d == 1 and cov.ndim == 1 and cov.shape[0] == k:
+            cov = cov.reshape(k, 1, 1)  # K variances of 1-D data
+        if cov.shape != (k, d, d):
+            raise ValueError(f"cov must have shape (K, D, D) = ({k}, {d}, {d}), got {tuple(cov.shape)}")
+        for name, t in (("alpha", alpha), ("mu", mu), ("cov", cov)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} has NaN or infinite entries")
+        if bool((alpha < 0).any()) or abs(float(alpha.sum()) - 1.0) > 1e-6 * max(1, k):
+            raise ValueError(f"alpha must be on the simplex (non-negative, summing to 1); got sum {float(alpha.sum())}")
+        if not torch.allclose(cov, cov.transpose(-1, -2), rtol=1e-8, atol=1e-12 * float(cov.abs().max())):
+            raise ValueError("cov must be symmetric")
+        object.__setattr__(self, "alpha", alpha.contiguous())
+        object.__setattr__(self, "mu", mu.contiguous())
+        object.__setattr__(self, "cov", cov.contiguous())
+        cholesky(self.cov)  # positive definite, or a DegenerateComponentError naming the component
+
+    # --- shape ---------------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        return self.alpha.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.mu.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.alpha.dtype
+
+    # --- derived quantities --------------------------------------------------------------------
+    @property
+    def scale_tril(self) -> torch.Tensor:
+        """L_k with Σ_k = L_k L_kᵀ."""
+        return cholesky(self.cov)
+
+    @property
+    def precision_cholesky(self) -> torch.Tensor:
+        """U_k = L_k⁻ᵀ, so Σ_k⁻¹ = U_k U_kᵀ."""
+        return precision_cholesky(self.cov)
+
+    # --- transformations -----------------------------------------------------------------------
+    def permute(self, perm) -> "GMMParams":
+        """Reorder the components: component j of the result is component perm[j] of self."""
+        perm = torch.as_tensor(perm, dtype=torch.long)
+        if sorted(perm.tolist()) != list(range(self.k)):
+            raise ValueError(f"perm must be a permutation of 0..{self.k - 1}, got {perm.tolist()}")
+        return GMMParams(self.alpha[perm], self.mu[perm], self.cov[perm])
+
+    def to(self, dtype: torch.dtype) -> "GMMParams":
+        return GMMParams(self.alpha.to(dtype), self.mu.to(dtype), self.cov.to(dtype))
+
+    def shift(self, offset) -> "GMMParams":
+        """The same mixture translated by ``offset`` (D,): μ_k + offset."""
+        offset = torch.as_tensor(offset, dtype=self.dtype)
+        return GMMParams(self.alpha, self.mu + offset, self.cov)
+
+    def allclose(self, other: "GMMParams", rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+        return all(
+            torch.allclose(a, b.to(a.dtype), rtol=rtol, atol=atol)
+            for a, b in ((self.alpha, other.alpha), (self.mu, other.mu), (self.cov, other.cov))
+        )
+
+    def as_numpy(self) -> dict:
+        return {"alpha": self.alpha.numpy(), "mu": self.mu.numpy(), "cov": self.cov.numpy()}
+
+    def __repr__(self) -> str:
+        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")  # noqa: E731
+        return (
+            f"GMMParams(K={self.k}, D={self.d}, dtype={self.dtype},\n"
+            f"  alpha={fmt(self.alpha)},\n  mu={fmt(self.mu)},\n  cov={fmt(self.cov)})"
+        )

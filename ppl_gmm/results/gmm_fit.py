@@ -1,0 +1,179 @@
+"""GMMFit: the one result type of the point-estimate fits (CAVI/EM, SVI, MAP).
+
+Traces are per iteration (per step for SVI).  For CAVI/EM, entry t holds the
+state after iteration t's M-step, L(γ_{t−1}, Θ_t), and the last entry holds the
+state after the closing E-step, L(γ, Θ) = log p(X | Θ).  ``log_likelihood`` is
+eq. 26 at the same Θ, so ``kl_gap = log_likelihood − elbo`` is
+KL(q ‖ p(Z | X, Θ)) ≥ 0 of the free-energy decomposition (second note) and is 0
+after every E-step.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..core.gaussian import logsumexp_rows, normalise_log
+from ..core.gmm import weighted_log_prob
+from ..core.params import GMMParams
+from ..core.validation import as_data
+
+__all__ = ["GMMFit", "load_fit", "n_parameters"]
+
+_FORMAT = "ppl_gmm.GMMFit/1"
+
+
+def n_parameters(k: int, d: int, covariance_type: str = "full") -> int:
+    """Free parameters, counted as scikit-learn does (weights K − 1, means K·D, covariances)."""
+    cov = {"full": k * d * (d + 1) // 2, "diag": k * d, "tied": d * (d + 1) // 2, "spherical": k}[covariance_type]
+    return (k - 1) + k * d + cov
+
+
+@dataclass(frozen=True, eq=False)
+class GMMFit:
+    """Result of ``fit_cavi``, ``fit_svi`` or ``fit_map``.
+
+    params          GMMParams Θ at the end of the fit (in the data's units)
+    gamma           (N, K) responsibilities of the training data
+    elbo            (T,) eq. 18 after each iteration/step; ``elbo[-1]`` is eq. 18 at (params, gamma)
+    log_likelihood  (T,) eq. 26 at the same Θ as ``elbo``
+    method          "cavi", "svi" or "map"
+    n_iter          iterations (CAVI/MAP) or gradient steps (SVI) performed
+    converged       whether the stopping rule was met
+    seed            the seed every random choice of the fit flowed from
+    times           (T,) seconds since the start of the fit at each trace entry
+    """
+
+    params: GMMParams
+    gamma: torch.Tensor
+    elbo: torch.Tensor
+    log_likelihood: torch.Tensor
+    method: str
+    n_iter: int
+    converged: bool
+    seed: int | None
+    covariance_type: str = "full"
+    reg_covar: float = 0.0
+    times: torch.Tensor | None = None
+    info: dict = field(default_factory=dict)
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def kl_gap(self) -> torch.Tensor:
+        """KL(q ‖ p(Z | X, Θ)) = log p(X | Θ) − ELBO per trace entry (second note, eq. 3).
+
+        For MAP fits ``elbo`` also holds ln p(Θ) (``info["log_prior"]``), which is taken out."""
+        elbo = self.elbo
+        if "log_prior" in self.info:
+            elbo = elbo - torch.as_tensor(self.info["log_prior"], dtype=elbo.dtype)
+        return self.log_likelihood - elbo
+
+    @property
+    def k(self) -> int:
+        return self.params.k
+
+    def _x(self, x):
+        x = as_data(x, dtype=self.params.dtype)
+        if x.shape[1] != self.params.d:
+            raise ValueError(f"x has D = {x.shape[1]} columns but the fit is {self.params.d}-dimensional")
+        return x
+
+    # --- prediction ----------------------------------------------------------------------------
+    def predict_proba(self, x) -> torch.Tensor:
+        """Responsibilities γ (N, K) of new data under the fitted Θ (eq. 20)."""
+        return normalise_log(weighted_log_prob(self._x(x), self.params))[0]  # eq. 20
+
+    def predict(self, x) -> torch.Tensor:
+        """The most responsible component of each row (LongTensor (N,))."""
+        return torch.argmax(weighted_log_prob(self._x(x), self.params), dim=1)
+
+    def score_samples(self, x) -> torch.Tensor:
+        """log p(x_i | Θ) per row (N,)."""
+        return logsumexp_rows(weighted_log_prob(self._x(x), self.params))  # eq. 26 per row
+
+    def score(self, x) -> float:
+        """Mean log-likelihood per row (scikit-learn's ``score``)."""
+        return float(self.score_samples(x).mean())
+
+    def n_parameters(self) -> int:
+        return n_parameters(self.params.k, self.params.d, self.covariance_type)
+
+    def bic(self, x) -> float:
+        """−2 log p(X | Θ) + p log N (scikit-learn's parameter count)."""
+        x = self._x(x)
+        return -2 * float(self.score_samples(x).sum()) + self.n_parameters() * math.log(x.shape[0])
+
+    def aic(self, x) -> float:
+        """−2 log p(X | Θ) + 2 p."""
+        return -2 * float(self.score_samples(self._x(x)).sum()) + 2 * self.n_parameters()
+
+    def to_arviz(self):
+        """The point estimate as a one-draw ``InferenceData`` (see ``ppl_gmm.arviz_io``)."""
+        from .arviz_io import fit_to_inference_data
+
+        return fit_to_inference_data(self)
+
+    def summary(self) -> str:
+        """A readable table of the fit."""
+        from .text import format_fit
+
+        return format_fit(self)
+
+    def __repr__(self) -> str:
+        last = float(self.elbo[-1]) if self.elbo.numel() else float("nan")
+        return (
+            f"GMMFit(method={self.method!r}, K={self.params.k}, D={self.params.d}, n_iter={self.n_iter}, "
+            f"converged={self.converged}, elbo={last:.6f}, seed={self.seed})"
+        )
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write an ``.npz`` (numpy arrays + JSON metadata; no pickled code). ``load_fit`` reads it."""
+        meta = {
+            "format": _FORMAT,
+            "method": self.method,
+            "n_iter": int(self.n_iter),
+            "converged": bool(self.converged),
+            "seed": None if self.seed is None else int(self.seed),
+            "covariance_type": self.covariance_type,
+            "reg_covar": float(self.reg_covar),
+            "info": self.info,
+        }
+        arrays = {
+            "alpha": self.params.alpha.numpy(),
+            "mu": self.params.mu.numpy(),
+            "cov": self.params.cov.numpy(),
+            "gamma": self.gamma.numpy(),
+            "elbo": self.elbo.numpy(),
+            "log_likelihood": self.log_likelihood.numpy(),
+        }
+        if self.times is not None:
+            arrays["times"] = self.times.numpy()
+        with open(path, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+
+
+def load_fit(path) -> GMMFit:
+    """Read what ``GMMFit.save`` wrote; arrays round-trip bit for bit."""
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        if meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not a ppl_gmm fit (format {meta.get('format')!r})")
+        a = {name: torch.from_numpy(f[name].copy()) for name in f.files if name != "meta"}
+    return GMMFit(
+        params=GMMParams(a["alpha"], a["mu"], a["cov"]),
+        gamma=a["gamma"],
+        elbo=a["elbo"],
+        log_likelihood=a["log_likelihood"],
+        method=meta["method"],
+        n_iter=meta["n_iter"],
+        converged=meta["converged"],
+        seed=meta["seed"],
+        covariance_type=meta["covariance_type"],
+        reg_covar=meta["reg_covar"],
+        times=a.get("times"),
+        info=meta.get("info", {}),
+    )
