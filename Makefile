@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo figures notebooks test bench clean
+.PHONY: setup demo figures notebooks lint test test-fast bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,8 +24,18 @@ demo: setup
 figures: setup
 	$(BIN)/ppl-gmm figures
 
-test: setup
+# Lint, format check and type check (the habits every change keeps), then the whole suite.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 -q
+
+# Locally, without the tests marked slow (CI runs them all).
+test-fast: setup
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 -q -m "not slow"
 
 # Re-execute both notebooks at full size and store their outputs (a few minutes).
 notebooks: setup

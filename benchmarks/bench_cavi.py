@@ -16,8 +16,8 @@ Method
   cancel.  The libraries alternate, ``--repeats`` times; minima are used because other
   processes on the machine only ever add time.  On a machine whose cores other processes
   keep busy, multi-threaded runs stall in OpenMP/MKL barriers and the wall-clock figures
-  become meaningless: check the load average printed, or use ``--threads 1``.  ``--threads`` sets torch's and the BLAS thread count for
-  the whole run (default: leave both libraries at their defaults).
+  become meaningless: check the load average printed, or use ``--threads 1``.  ``--threads``
+  sets torch's and the BLAS thread count for the whole run (default: leave both libraries at their defaults).
 * Agreement: after n_hi iterations the parameters must agree to 1e-10 relative (largest
   entry) and the responsibilities to 1e-10 absolute, else the script fails.
 * Memory: tracemalloc does not see torch's allocations, so each library fits once in a
@@ -31,6 +31,7 @@ Method
   ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cavi.py`` (or pass
   ``--unset-openblas-env``) to time scikit-learn with numpy's native kernel too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,7 +108,7 @@ def per_iteration(x, start, lo, hi, repeats):
 
 
 def check_agreement(x, ours, sk):
-    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())  # noqa: E731
+    rel = lambda a, b: float(np.abs(a - b).max() / np.abs(b).max())
     p = ours.params
     errs = {
         "alpha": rel(p.alpha.numpy(), sk.weights_),
@@ -196,7 +197,7 @@ def main():
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     import scipy.linalg  # noqa: F401  (load every BLAS before limiting threads)
     import sklearn
-    import sklearn.mixture  # noqa: F401
+    import sklearn.mixture
 
     import ppl_gmm as pg
 
@@ -207,12 +208,18 @@ def main():
         threadpool_limits(args.threads)
 
     lo, hi = args.iters
-    print(f"ppl_gmm {pg.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"scikit-learn {sklearn.__version__}; BLAS: {blas_info()}")
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  "
-          f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}; load average {os.getloadavg()[0]:.2f}")
-    header = (f"{'N':>9} {'D':>3} {'K':>3} | {'ours ms/it':>10} {'sklearn ms/it':>13} {'speed-up':>8} | "
-              f"{'ours +MB':>8} {'sklearn +MB':>11} {'target MB':>9} | agree")
+    print(
+        f"ppl_gmm {pg.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"scikit-learn {sklearn.__version__}; BLAS: {blas_info()}"
+    )
+    print(
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}; load average {os.getloadavg()[0]:.2f}"
+    )
+    header = (
+        f"{'N':>9} {'D':>3} {'K':>3} | {'ours ms/it':>10} {'sklearn ms/it':>13} {'speed-up':>8} | "
+        f"{'ours +MB':>8} {'sklearn +MB':>11} {'target MB':>9} | agree"
+    )
     print(header)
     print("-" * len(header))
     for n, d, k in QUICK if args.quick else CASES:
@@ -221,9 +228,11 @@ def main():
         worst = check_agreement(x, fits["ours"], fits["sklearn"])
         mem = {lib: memory(lib, x, start, hi, args.threads) for lib in ("ours", "sklearn")}
         target = 3 * (n * k + n * d) * 8
-        print(f"{n:>9} {d:>3} {k:>3} | {1e3 * best['ours']:>10.1f} {1e3 * best['sklearn']:>13.1f} "
-              f"{best['sklearn'] / best['ours']:>7.1f}x | {mem['ours'] / 2**20:>8.1f} {mem['sklearn'] / 2**20:>11.1f} "
-              f"{target / 2**20:>9.1f} | {worst:.1e}")
+        print(
+            f"{n:>9} {d:>3} {k:>3} | {1e3 * best['ours']:>10.1f} {1e3 * best['sklearn']:>13.1f} "
+            f"{best['sklearn'] / best['ours']:>7.1f}x | {mem['ours'] / 2**20:>8.1f} {mem['sklearn'] / 2**20:>11.1f} "
+            f"{target / 2**20:>9.1f} | {worst:.1e}"
+        )
         if mem["ours"] > target:
             print(f"   memory over target: {mem['ours'] / 2**20:.1f} MB > {target / 2**20:.1f} MB")
 

@@ -16,6 +16,7 @@ Method
   between the two overlapping galaxies components is real and handled by relabelling).
 * Other processes on the machine only ever add time: the numbers are upper bounds on cost.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,18 @@ import warnings
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-
 def run(num_samples, warmup_steps, num_chains, jit, seed):
     import ppl_gmm as pg
-    from ppl_gmm import arviz_io
-    from ppl_gmm.priors import default_prior
+    from ppl_gmm.core.priors import default_prior
+    from ppl_gmm.results import arviz_io
 
     x = pg.datasets.load_galaxies()
     prior = default_prior(x, 3)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        idata = pg.fit_nuts(x, 3, prior, num_samples=num_samples, warmup_steps=warmup_steps,
-                            num_chains=num_chains, seed=seed, jit=jit)
+        idata = pg.fit_nuts(
+            x, 3, prior, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains, seed=seed, jit=jit
+        )
     wall = float(idata.attrs["sampling_time"])
     ess = arviz_io.ess_bulk_min(idata, ("alpha", "mu", "cov"))
     steps = int(idata.sample_stats["n_steps"].values.sum())
@@ -69,15 +70,21 @@ def main(argv=None):
         configs = [(1000, 500, 2, True), (1000, 500, 2, False)]
     t0 = time.perf_counter()
     print("NUTS on galaxies (N = 82, K = 3, default_prior), Z enumerated out")
-    print(f"{'jit':>5} {'chains':>6} {'draws':>6} {'warmup':>6} {'wall s':>8} {'min ESS':>8} {'ESS/s':>7} "
-          f"{'ms/grad':>8} {'div':>4} {'R-hat':>6} {'switch':>6}")
+    print(
+        f"{'jit':>5} {'chains':>6} {'draws':>6} {'warmup':>6} {'wall s':>8} {'min ESS':>8} {'ESS/s':>7} "
+        f"{'ms/grad':>8} {'div':>4} {'R-hat':>6} {'switch':>6}"
+    )
     for n, w, c, jit in configs:
         r = run(n, w, c, jit, args.seed)
-        print(f"{str(r['jit']):>5} {r['chains']:>6} {r['draws']:>6} {r['warmup']:>6} {r['wall_s']:>8.1f} "
-              f"{r['ess_bulk_min']:>8.1f} {r['ess_per_s']:>7.2f} {r['ms_per_gradient']:>8.2f} {r['divergences']:>4} "
-              f"{r['r_hat_max']:>6.3f} {r['label_switch_fraction']:>6.3f}")
-    print(f"(ms/grad = wall time / leapfrog steps incl. warmup; total {time.perf_counter() - t0:.0f} s; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(
+            f"{str(r['jit']):>5} {r['chains']:>6} {r['draws']:>6} {r['warmup']:>6} {r['wall_s']:>8.1f} "
+            f"{r['ess_bulk_min']:>8.1f} {r['ess_per_s']:>7.2f} {r['ms_per_gradient']:>8.2f} {r['divergences']:>4} "
+            f"{r['r_hat_max']:>6.3f} {r['label_switch_fraction']:>6.3f}"
+        )
+    print(
+        f"(ms/grad = wall time / leapfrog steps incl. warmup; total {time.perf_counter() - t0:.0f} s; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
     return 0
 
 

@@ -43,10 +43,10 @@ Usage: ``python benchmarks/bench_svi.py [--quick]`` (``--quick``: N ≤ 1e4, few
 Threads are pinned to 1 (``torch.set_num_threads(1)``): on a shared 2-core machine the intra-op
 thread pool otherwise dominates small-tensor timings by orders of magnitude.
 """
+
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import warnings
 
@@ -57,14 +57,13 @@ from pyro.infer import SVI, JitTraceEnum_ELBO, TraceEnum_ELBO
 from torch.distributions import constraints
 
 import ppl_gmm as pg
-from ppl_gmm.svi import _svi_guide, _svi_model, _weighted_log_prob
+from ppl_gmm.inference.svi import _svi_guide, _svi_model, _weighted_log_prob
 
 K, LR = 3, 0.05
 TRUTH = pg.GMMParams(
     torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64),
     torch.tensor([[-2.0, 0.0], [0.0, 2.0], [2.0, 0.0]], dtype=torch.float64),
-    torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]], [[1.1, 0.0], [0.0, 0.6]]],
-                 dtype=torch.float64),
+    torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]], [[1.1, 0.0], [0.0, 0.6]]], dtype=torch.float64),
 )
 
 
@@ -173,8 +172,9 @@ def convergence(x, k, init, max_plain, max_natural, standardize=True):
     target = float(cavi.elbo[-1])
     rows = [("cavi", cavi.n_iter, float(cavi.times[-1]))]  # wall clock, like fit_svi's .times
     for mode, steps in (("natural", max_natural), ("gradient", max_plain)):
-        fit = pg.fit_svi(x, k, seed=0, init=init, num_steps=steps, lr=LR, local_updates=mode, tol=0,
-                         standardize=standardize)
+        fit = pg.fit_svi(
+            x, k, seed=0, init=init, num_steps=steps, lr=LR, local_updates=mode, tol=0, standardize=standardize
+        )
         rel = (fit.elbo - target).abs() / abs(target)
         first = []
         for level in (1e-3, 1e-6):
@@ -186,13 +186,16 @@ def convergence(x, k, init, max_plain, max_natural, standardize=True):
 
 
 def print_rows(label, rows):
-    fmt = lambda v, f: "never" if v is None else format(v, f)  # noqa: E731
+    fmt = lambda v, f: "never" if v is None else format(v, f)
     for row in rows:
         if row[0] == "cavi":
             print(f"{label:>22} {'cavi':>9} {row[1]:>7} it {row[2]:>9.2f}")
         else:
-            print(f"{label:>22} {row[0]:>9} {fmt(row[1], 'd'):>10} {fmt(row[2], '.2f'):>9} "
-                  f"{fmt(row[3], 'd'):>12} {fmt(row[4], '.2f'):>9}  {row[5]:.1e} after {row[6]} steps", flush=True)
+            print(
+                f"{label:>22} {row[0]:>9} {fmt(row[1], 'd'):>10} {fmt(row[2], '.2f'):>9} "
+                f"{fmt(row[3], 'd'):>12} {fmt(row[4], '.2f'):>9}  {row[5]:.1e} after {row[6]} steps",
+                flush=True,
+            )
 
 
 def main():
@@ -214,8 +217,10 @@ def main():
         print(f"{n:>8} " + " ".join(f"{c:>17}" for c in cells), flush=True)
 
     print("\nPart 2: steps (wall-clock seconds) until eq. 18 is within 1e-3 / 1e-6 of the CAVI optimum")
-    print(f"{'data, init':>22} {'method':>9} {'steps->1e-3':>10} {'s->1e-3':>9} {'steps->1e-6':>12} {'s->1e-6':>9}"
-          "  final rel")
+    print(
+        f"{'data, init':>22} {'method':>9} {'steps->1e-3':>10} {'s->1e-3':>9} {'steps->1e-6':>12} {'s->1e-6':>9}"
+        "  final rel"
+    )
     for n in sizes:
         x, _ = pg.datasets.make_mixture(n, TRUTH, seed=0)
         for init in ("kmeans++", "random"):
@@ -224,8 +229,14 @@ def main():
             print_rows(f"N={n} {init}", rows)
     faithful = pg.datasets.load_old_faithful()
     for standardize in (True, False):
-        rows = convergence(faithful, 2, "kmeans++", max_plain=600 if args.quick else 3000,
-                           max_natural=300 if args.quick else 1000, standardize=standardize)
+        rows = convergence(
+            faithful,
+            2,
+            "kmeans++",
+            max_plain=600 if args.quick else 3000,
+            max_natural=300 if args.quick else 1000,
+            standardize=standardize,
+        )
         print_rows(f"faithful std={standardize}", rows)
 
 

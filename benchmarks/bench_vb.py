@@ -16,25 +16,27 @@ processes makes every OpenMP region of torch wait for a descheduled thread, and 
 per-iteration time goes up ~20x while numpy's (mostly single-threaded) code barely moves.
 The load average is printed so that a reader can judge the figures.
 """
+
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from ppl_gmm import vb  # noqa: E402
-from ppl_gmm.priors import default_prior  # noqa: E402
+from ppl_gmm.core.init import initial_responsibilities
+from ppl_gmm.core.priors import default_prior
+from ppl_gmm.inference.vb import fit_vb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _helpers import sklearn_bgm  # noqa: E402  (the oracle test_vb uses: same prior, same start r₀)
+from oracles import sklearn_bgm
 
 TARGET = 5.0
 
@@ -62,15 +64,20 @@ def time_ours(x, k, prior, iters, repeats):
     """Per-iteration seconds from the fit's own clock (trace entries 1 .. iters), best of repeats."""
     best, fit = float("inf"), None
     for _ in range(repeats):
-        fit = vb.fit_vb(x, k, prior, seed=0, max_iter=iters, tol=0)
+        fit = fit_vb(x, k, prior, seed=0, max_iter=iters, tol=0)
         best = min(best, float(fit.times[iters - 1] - fit.times[0]) / (iters - 1))
     return best, fit
 
 
 def max_rel_diff(post, bgm) -> float:
     cov = (torch.linalg.inv(post.W) / post.nu[:, None, None]).numpy()
-    pairs = [(post.alpha.numpy(), bgm.weight_concentration_), (post.beta.numpy(), bgm.mean_precision_),
-             (post.nu.numpy(), bgm.degrees_of_freedom_), (post.m.numpy(), bgm.means_), (cov, bgm.covariances_)]
+    pairs = [
+        (post.alpha.numpy(), bgm.weight_concentration_),
+        (post.beta.numpy(), bgm.mean_precision_),
+        (post.nu.numpy(), bgm.degrees_of_freedom_),
+        (post.m.numpy(), bgm.means_),
+        (cov, bgm.covariances_),
+    ]
     return max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in pairs)
 
 
@@ -84,16 +91,18 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     cases = [(20_000, 2, 8), (5_000, 10, 8)] if args.quick else [(100_000, 2, 8), (20_000, 10, 8)]
     iters = args.iters or (10 if args.quick else 20)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
-          f"{iters} iterations; float64, full covariance")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+        f"{iters} iterations; float64, full covariance"
+    )
     head = ("N", "D", "K", "sklearn ms/it", "fit_vb ms/it", "ratio", "max rel diff")
     print("{:>8} {:>3} {:>3}  {:>13}  {:>12}  {:>6}  {:>12}".format(*head))
     ok = True
     for n, d, k in cases:
         x = make_data(n, d, k)
         prior = default_prior(x, k)
-        resp0 = vb.initial_responsibilities(torch.as_tensor(x), k, "kmeans++", 0).numpy()
+        resp0 = initial_responsibilities(torch.as_tensor(x), k, "kmeans++", 0).numpy()
         ours, fit = time_ours(x, k, prior, iters, repeats=3)
         theirs, bgm = time_sklearn(x, k, prior, resp0, iters)
         diff = max_rel_diff(fit.posterior, bgm)

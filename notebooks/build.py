@@ -9,6 +9,7 @@ package.  Their first cell reads ``PPL_GMM_QUICK`` (set by the test suite) to sh
 counts and draws.  Outputs are reproducible: fixed seeds, no timings, PNG figures without
 version stamps, and no execution time stamps in the cell metadata.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 
-SETUP = r'''
+SETUP = r"""
 import os
 import warnings
 
@@ -38,7 +39,7 @@ from ppl_gmm import plot
 %config InlineBackend.print_figure_kwargs = {"metadata": {"Software": None}, "bbox_inches": "tight"}
 torch.set_num_threads(1)  # tiny data: one thread is fastest and keeps every reduction in a fixed order
 np.set_printoptions(precision=6, suppress=False, linewidth=110)
-'''
+"""
 
 
 def md(text: str):
@@ -52,7 +53,7 @@ def code(text: str):
 # --- 01: SVI vs CAVI ---------------------------------------------------------------------------
 def cells_01() -> list:
     return [
-        md(r'''
+        md(r"""
 # SVI vs closed-form CAVI: the derivation, executable
 
 The notes derive CAVI for the Gaussian mixture model (eq. 15–21), recall EM (eq. 22–28) and
@@ -65,20 +66,23 @@ its free-energy view. This notebook checks every step numerically with `ppl_gmm`
 4. SVI reaches the CAVI optimum on Old Faithful;
 5. the two questions the notes leave to the reader, answered with numbers: why the VI and EM
    updates coincide (footnote 13), and how the definition of Z differs between them (footnote 10).
-'''),
-        code(SETUP + '''
+"""),
+        code(
+            SETUP
+            + """
 x = pg.datasets.load_old_faithful()  # (272, 2): eruption length, waiting time (minutes)
 N, D = x.shape
 print(f"Old Faithful: N = {N}, D = {D}; quick mode: {QUICK}")
-'''),
-        md(r'''
+"""
+        ),
+        md(r"""
 ## 1. Eq. 18 is Pyro's loss
 
 Take an arbitrary Θ and arbitrary responsibilities γ — *not* an optimum — and evaluate eq. 18
 three ways: with Pyro (`TraceEnum_ELBO` on `gmm_model` and `meanfield_guide`, Z enumerated
 exactly), with the package's closed form `pg.elbo`, and independently with scipy's normal density.
-'''),
-        code(r'''
+"""),
+        code(r"""
 import pyro
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import constraints
@@ -112,21 +116,22 @@ print(f"pg.elbo (eq. 18)      = {closed:.12f}")
 print(f"scipy (eq. 18)        = {scipy_value:.12f}")
 print(f"relative differences: Pyro vs closed form {abs(pyro_value - closed) / abs(closed):.1e}, "
       f"scipy vs closed form {abs(scipy_value - closed) / abs(closed):.1e}")
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 2. Eq. 19 is its gradient
 
-`pg.figures.pyro_elbo_and_grads` differentiates Pyro's loss by autograd with respect to the
+`ppl_gmm.viz.identities.pyro_elbo_and_grads` differentiates Pyro's loss by autograd with respect to the
 constrained values α, μ, Σ, γ. Pyro's `Categorical` normalises α and each row of γ, so there
 the autograd gradient differs from eq. 19 (taken *before* the simplex constraint) by a constant
 per row, −Σ_k γ_ik ∂L/∂γ_ik (for α: −Σ_k α_k ∂L/∂α_k = −N). Subtracting the row mean
 (`tangent`) removes exactly that direction, along which the constraint acts; what is left must
 agree.
-'''),
-        code(r'''
-value, autograd = pg.figures.pyro_elbo_and_grads(x, gamma, theta)
+"""),
+        code(r"""
+from ppl_gmm.viz.identities import pyro_elbo_and_grads, tangent
+
+value, autograd = pyro_elbo_and_grads(x, gamma, theta)
 analytic = pg.elbo_gradients(x, gamma, theta)  # eq. 19
-tangent = pg.figures.tangent
 for name in ("alpha", "mu", "cov", "gamma"):
     a, b = autograd[name], analytic[name]
     if name in ("alpha", "gamma"):
@@ -134,16 +139,16 @@ for name in ("alpha", "mu", "cov", "gamma"):
               f", mean {float((a - b).mean()):+.6f}")
         a, b = tangent(a), tangent(b)
     print(f"{name:>5}: max |autograd − eq. 19| / max |eq. 19| = {float((a - b).abs().max() / b.abs().max()):.1e}")
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 3. The E-step and M-step by hand, next to `fit_cavi`
 
 One CAVI iteration is the E-step (eq. 20) then the M-step (eq. 21; eq. 28 in D dimensions).
 Run it by hand from `fit_cavi`'s own starting point Θ₀ and compare. The E-step is also checked
 against Bayes' rule written with scipy densities (eq. 27).
-'''),
-        code(r'''
-from ppl_gmm.init import initial_params
+"""),
+        code(r"""
+from ppl_gmm.core.init import initial_params
 
 T = 5
 theta0 = initial_params(torch.as_tensor(x), 2, "kmeans++", seed=0, reg_covar=1e-6)
@@ -160,16 +165,16 @@ joint = np.stack([theta_t.alpha[k].item() * stats.multivariate_normal(theta_t.mu
                   for k in range(2)], axis=1)
 print("max |e_step − Bayes' rule (scipy)|:", float(np.abs(pg.e_step(x, theta_t).numpy() - joint / joint.sum(1, keepdims=True)).max()))
 print(fit)
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 4. The KL gap closes after every E-step
 
 The second note writes the free energy as F = Σ_i [KL(Q(z) ‖ P(z | x_i)) − log P(x_i)] = −ELBO.
 After an E-step Q is the exact posterior, so KL = 0 and the ELBO (eq. 18) *equals* the
 log-likelihood (eq. 26). The M-step then raises both, and the ELBO less than the log-likelihood:
 the gap reopens, and the next E-step closes it again.
-'''),
-        code(r'''
+"""),
+        code(r"""
 rows = []
 theta_t = theta0
 for t in range(4):
@@ -185,24 +190,24 @@ fig, ax = plt.subplots(figsize=(5.5, 3.4))
 lls, lbs = zip(*[(ll, lb) for _, lb, ll in rows])
 plot.free_energy(lls, lbs, ax=ax, reference=float(fit.log_likelihood[-1]) + 1e-9)
 ax.set_title("E closes the gap, M raises both");
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 5. CAVI vs SVI on Old Faithful
 
-`ppl_gmm.demo.compare_svi_cavi` (the engine of `ppl-gmm demo`) fits the same data from the same
+`ppl_gmm.app.demo.compare_svi_cavi` (the engine of `ppl-gmm demo`) fits the same data from the same
 seed, hence the same Θ₀ and γ₀ = e_step(x, Θ₀), with closed-form CAVI, plain SVI (Adam moves Θ
 and γ together), and SVI whose local step sets γ to its closed-form optimum (natural-gradient
 step of stochastic variational inference). Parameters are compared after `align` (label
 switching). The table omits the timing column so that this output is the same on every run;
 `ppl-gmm demo` prints it.
-'''),
-        code(r'''
-from ppl_gmm.demo import compare_svi_cavi, format_comparison
+"""),
+        code(r"""
+from ppl_gmm.app.demo import compare_svi_cavi, format_comparison
 
 cmp = compare_svi_cavi(x, 2, seed=0, num_steps=300 if QUICK else 3000, natural_steps=50 if QUICK else 200)
 print(format_comparison(cmp, seconds=False))
-'''),
-        code(r'''
+"""),
+        code(r"""
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
 best = max(float(f.elbo[-1]) for f in cmp.fits.values())
 plot.traces(cmp.fits, ax=axes[0], reference=best, logx=True)
@@ -213,8 +218,8 @@ cavi, svi = list(cmp.fits.values())[:2]
 plot.ellipses(x, cavi, gamma=cavi.gamma, ax=axes[2])
 plot.ellipses(x, svi.params.permute(pg.align(cavi, svi)), ax=axes[2], scatter=False, levels=(1.0,), means=False)
 axes[2].set(title="CAVI (solid/dashed) and plain SVI (1σ) ellipses", xlabel="eruption (min)", ylabel="waiting (min)");
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 6. Why do the VI and EM updates coincide? (footnote 13)
 
 The notes find that CAVI's updates (eq. 20–21) are EM's (eq. 27–28) and ask why. Two facts,
@@ -229,14 +234,16 @@ log p(X | Θ). Check by brute force over all K^N assignments of a small data set
 Q(Θ, Θ_g) = E_{p(Z|X,Θ_g)}[log p(X, Z | Θ)] (eq. 22); CAVI maximises the ELBO
 L(γ, Θ) = E_q[log p(X, Z | Θ)] + H(q) (eq. 18). With q = p(Z | X, Θ_g) they differ by the entropy
 H(q), which does not depend on Θ — so both are maximised by the same Θ: eq. 21 = eq. 28.
-'''),
-        code(r'''
+"""),
+        code(r"""
 import itertools
+
+from ppl_gmm.core.gmm import weighted_log_prob
 
 # (a) brute force: exact p(Z | X, Θ) over all K^n label vectors vs the product of the γ_i
 xs, k_small = x[:8], 2
 theta_s = fit.params
-log_w = pg.closed_form.weighted_log_prob(torch.as_tensor(xs), theta_s).numpy()  # log α_k N(x_i | μ_k, Σ_k)
+log_w = weighted_log_prob(torch.as_tensor(xs), theta_s).numpy()  # log α_k N(x_i | μ_k, Σ_k)
 configs = np.array(list(itertools.product(range(k_small), repeat=len(xs))))   # all K^n assignments
 log_joint = log_w[np.arange(len(xs)), configs].sum(1)                          # eq. 15 for each Z
 posterior = np.exp(log_joint - np.logaddexp.reduce(log_joint))                 # p(Z | X, Θ), exact
@@ -252,7 +259,7 @@ H = float(-(gamma_g * gamma_g.log()).sum())
 for seed in range(3):
     r = np.random.default_rng(seed)
     th = pg.GMMParams(r.dirichlet(np.ones(2)), x[r.choice(N, 2, replace=False)], np.cov(x, rowvar=False) * r.uniform(0.1, 1, (2, 1, 1)))
-    Q = float((gamma_g * pg.closed_form.weighted_log_prob(torch.as_tensor(x), th)).sum())  # eq. 22's integrand
+    Q = float((gamma_g * weighted_log_prob(torch.as_tensor(x), th)).sum())  # eq. 22's integrand
     print(f"Θ #{seed}: ELBO − Q = {float(pg.elbo(x, gamma_g, th)) - Q:.10f}   (H(γ_g) = {H:.10f})")
 
 # ... hence the same maximiser: EM's eq. 28 written with numpy vs CAVI's m_step (eq. 21)
@@ -263,8 +270,8 @@ cov_em = np.stack([((x - mu_em[k]) * P[:, k:k + 1]).T @ (x - mu_em[k]) / nk[k] f
 theta_cavi = pg.m_step(x, gamma_g)
 print("max |EM eq. 28 − CAVI eq. 21|:", max(np.abs(nk / N - theta_cavi.alpha.numpy()).max(),
       np.abs(mu_em - theta_cavi.mu.numpy()).max(), np.abs(cov_em - theta_cavi.cov.numpy()).max()))
-'''),
-        md(r'''
+"""),
+        md(r"""
 The identity is special to point estimates of Θ. Put a prior on Θ and approximate
 p(Z, Θ | X) by q(Z) q(Θ) (variational Bayes, notebook 02): the posterior no longer
 factorises that way, the KL gap at the optimum is positive, and the VB updates (expected
@@ -282,8 +289,8 @@ log-weights, Student-t predictive) are *not* EM's.
 The numbers agree (γ_ik = P(z^i = k | X^i, θ)), the objects differ. In Pyro the model's
 `"z"` site is `Categorical` — the EM note's integer label, used as an index `mu[z]`; the VI
 note's one-hot form is `OneHotCategorical`, used as a product `Z @ mu`.
-'''),
-        code(r'''
+"""),
+        code(r"""
 import pyro.distributions as dist
 
 alpha = fit.params.alpha
@@ -295,7 +302,7 @@ print("log p(Z) = Σ_k Z_k log α_k:", (onehot * alpha.log()).sum(-1).tolist())
 print("μ indexed by labels == one-hot @ μ:", bool(torch.equal(fit.params.mu[labels], onehot @ fit.params.mu)))
 
 # the expectation of eq. 15: linear in the one-hot Z (replace Z by γ = E_q[Z]) ...
-w = pg.closed_form.weighted_log_prob(torch.as_tensor(x), fit.params)
+w = weighted_log_prob(torch.as_tensor(x), fit.params)
 linear = float((fit.gamma * w).sum())
 # ... or a Monte Carlo average over sampled integer labels z_i ~ q (indexing), which converges to it
 S = 200 if QUICK else 2000
@@ -307,20 +314,20 @@ print(f"E_q[log p(X, Z)]: one-hot/linear {linear:.6f}; labels/Monte Carlo {float
 n_small = 3
 corners = [c for c in itertools.product((0, 1), repeat=n_small * 2) if all(sum(c[2 * i:2 * i + 2]) == 1 for i in range(n_small))]
 print(f"N = {n_small}, K = 2: {2 ** n_small} label vectors, {2 ** (2 * n_small)} binary matrices, {len(corners)} of them one-hot")
-'''),
-        md(r'''
+"""),
+        md(r"""
 So the one-hot encoding is what lets the VI note *take expectations inside* eq. 15 (linearity
 makes E_q[log p(X, Z)] = Σ_ik γ_ik [...], eq. 18), while the EM note's labels make the same
 expectation a sum over the K values of each z^i. With enumeration Pyro computes exactly that
 sum, which is why `TraceEnum_ELBO` returns eq. 18 with no sampling noise.
-'''),
+"""),
     ]
 
 
 # --- 02: priors and Bayesian GMMs --------------------------------------------------------------
 def cells_02() -> list:
     return [
-        md(r'''
+        md(r"""
 # Priors and full Bayesian GMMs
 
 The notes stop at point estimates of Θ = (α, μ, Σ). This notebook puts the conjugate
@@ -332,17 +339,20 @@ data and prior:
 2. pruning: a small Dirichlet concentration alpha0 switches surplus components off (PRML fig. 10.6);
 3. choosing K on the galaxies data by BIC, the VB bound and PSIS-LOO;
 4. ArviZ diagnostics of the NUTS run (R-hat, ESS, divergences, Pareto k).
-'''),
-        code(SETUP + '''
-from ppl_gmm import arviz_io
+"""),
+        code(
+            SETUP
+            + """
+from ppl_gmm.results import arviz_io
 
 g = pg.datasets.load_galaxies()  # 82 galaxy velocities, 1000 km/s
 K = 3
 prior = pg.default_prior(g, K)  # weakly informative, from the data (Fraley & Raftery 2007)
 print(f"galaxies: N = {len(g)}; quick mode: {QUICK}")
 print(prior)
-'''),
-        md(r'''
+"""
+        ),
+        md(r"""
 ## 1. Five answers to the same question
 
 Every method below fits K = 3 components to the galaxies under the same prior (the MLE ignores
@@ -350,8 +360,8 @@ it). Point estimates are compared through their parameters, Bayesian fits throug
 means E[α_k], E[μ_k] and E[Σ_k] (σ_k below is √E[Σ_k]); components are matched to the MLE's with
 `align`. (Bayesian SVI draws Monte-Carlo samples of the Wishart factor; Pyro warns when one is
 nearly singular, which the stochastic optimisation absorbs — the warning is silenced below.)
-'''),
-        code(r'''
+"""),
+        code(r"""
 n_draws, n_warmup, n_chains = (40, 40, 1) if QUICK else (1000, 500, 2)
 warnings.filterwarnings("ignore", message="Singular sample detected")
 fits = {
@@ -371,13 +381,13 @@ for name, p in summaries.items():
     p = p.permute(pg.align(ref, p))
     print(f"{name:<18} {np.array2string(p.alpha.numpy(), precision=3):<26} "
           f"{np.array2string(p.mu[:, 0].numpy(), precision=3):<28} {np.array2string(p.cov[:, 0, 0].sqrt().numpy(), precision=3):<24}")
-'''),
-        md(r'''
+"""),
+        md(r"""
 The point estimates (MLE, MAP) give one density; the Bayesian fits give a *posterior predictive*
 density p(x̂ | X): a mixture of Student-t's for VB (PRML eq. 10.81), and for NUTS the average of the
 mixture density over the posterior draws.
-'''),
-        code(r'''
+"""),
+        code(r"""
 grid = np.linspace(5, 38, 500)
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
 axes[0].hist(g, bins=30, density=True, color="0.85", edgecolor="0.6", linewidth=0.5)
@@ -401,8 +411,8 @@ plot.posterior_marginals({"NUTS": plot.draws(nuts, "mu", 2, 0), "VB": plot.draws
                           "Bayesian SVI": plot.draws(svi_idata, "mu", j_svi, 0)}, ax=axes[1], xlabel="μ of the fastest component")
 axes[1].legend(frameon=False)
 axes[1].set_title("posterior of the fastest cluster's mean");
-'''),
-        md(r'''
+"""),
+        md(r"""
 VB and NUTS agree closely here: the three clusters are well separated, so the posterior is close
 to the mean-field family q(Z) q(α) q(μ, Λ). VB is still an approximation — it cannot represent the
 correlations between Z and (α, μ, Λ) and it under-states posterior spread when the clusters
@@ -415,8 +425,8 @@ Old Faithful (standardised) with K = 6 and PRML's prior (m0 = 0, beta0 = 1, W0 =
 posterior mean weights E[π_k] = alpha_k / Σ_j alpha_j. With alpha0 → 0 the Dirichlet prior favours
 sparse weights and VB sets the surplus components' responsibilities to zero; with alpha0 = 1 they
 keep almost no data but stay near the prior's share, E[π_k] ≈ alpha0 / (N + K alpha0).
-'''),
-        code(r'''
+"""),
+        code(r"""
 x = pg.datasets.load_old_faithful()
 xs = (x - x.mean(0)) / x.std(0)
 vb6 = {}
@@ -434,15 +444,15 @@ axes[0].set(title="alpha0 = 0.001: the components that survive", xlabel="eruptio
 plot.mixing_weights({f"alpha0 = {a:g}": f.weights for a, f in vb6.items()}, ax=axes[1])
 axes[1].set_yscale("log")
 axes[1].set_title("E[π_k] after convergence");
-'''),
-        md(r'''
+"""),
+        md(r"""
 ## 3. Choosing K on the galaxies data
 
 `select_k` tabulates, over K: BIC of the maximum-likelihood fit (lower is better), the VB bound
 plus ln K! (an approximation of the log evidence ln p(X | K), higher is better), and the PSIS-LOO
 expected log predictive density from NUTS (higher is better, ± its standard error).
-'''),
-        code(r'''
+"""),
+        code(r"""
 ks = [1, 2, 3] if QUICK else list(range(1, 8))
 tables = {
     "bic": pg.select_k(g, ks, method="bic", seed=0),
@@ -456,8 +466,8 @@ fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
 for ax, (method, table) in zip(axes, tables.items()):
     plot.selection(table, ax=ax)
     ax.set_title(f"{method}: K = {table.best}")
-'''),
-        md(r'''
+"""),
+        md(r"""
 The three criteria answer different questions. BIC is a large-N approximation of the evidence
 that charges every free parameter. The VB bound is a (tighter, prior-dependent) lower bound on the
 evidence of each K; the ln K! term counts the K! relabellings of the posterior that q does not
@@ -467,16 +477,18 @@ its standard errors show how little separates neighbouring K.
 
 ## 4. ArviZ diagnostics of the NUTS run
 
-Every ArviZ call of the package lives in `ppl_gmm.arviz_io`. Label switching is handled by the
-post-hoc relabelling stated in `ppl_gmm.nuts.LABEL_RULE` (and in the `InferenceData`'s attributes).
-'''),
-        code(r'''
-print("label rule:", pg.nuts.LABEL_RULE)
+Every ArviZ call of the package lives in `ppl_gmm.results.arviz_io`. Label switching is handled by the
+post-hoc relabelling stated in `ppl_gmm.inference.nuts.LABEL_RULE` (and in the `InferenceData`'s attributes).
+"""),
+        code(r"""
+from ppl_gmm.inference.nuts import LABEL_RULE
+
+print("label rule:", LABEL_RULE)
 print("divergent transitions:", int(nuts.sample_stats["diverging"].values.sum()))
 print({key: round(value, 4) for key, value in arviz_io.diagnostics(nuts).items()})
 arviz_io.summary(nuts, var_names=["alpha", "mu"], round_to=4)
-'''),
-        code(r'''
+"""),
+        code(r"""
 loo = arviz_io.loo(nuts)
 print(loo)
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.4))
@@ -488,7 +500,7 @@ axes[0].set(xlabel="draw", ylabel="μ_k (1000 km/s)", title="trace of μ_k (all 
 axes[1].plot(loo.pareto_k, "o", markersize=3)
 axes[1].axhline(0.7, color="k", linestyle="--", linewidth=0.8)
 axes[1].set(xlabel="galaxy i", ylabel="Pareto k", title="PSIS-LOO: k > 0.7 marks unreliable points");
-'''),
+"""),
     ]
 
 
@@ -515,8 +527,9 @@ def execute(nb, *, quick: bool = False, timeout: int = 1200):
     os.environ["PPL_GMM_QUICK"] = "1" if quick else "0"
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                       resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", record_timing=False, resources={"metadata": {"path": str(HERE)}}
+        ).execute()
     finally:
         if previous is None:
             os.environ.pop("PPL_GMM_QUICK", None)
@@ -535,8 +548,12 @@ def merge_streams(outputs: list) -> list:
     flush timing, so unmerged outputs would differ from run to run with identical text."""
     merged = []
     for out in outputs:
-        if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
-                and merged[-1].get("name") == out.get("name"):
+        if (
+            out.get("output_type") == "stream"
+            and merged
+            and merged[-1].get("output_type") == "stream"
+            and merged[-1].get("name") == out.get("name")
+        ):
             merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
         else:
             merged.append(out)

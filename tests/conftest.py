@@ -1,14 +1,15 @@
 """Shared test set-up: headless matplotlib, float64, fixed seeds. Oracles live in ``oracles.py``."""
+
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from hypothesis import settings
 
-import ppl_gmm as pg  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import ppl_gmm as pg
 
 # Property tests draw the same examples on every run (CI must not flake on a newly drawn case);
 # HYPOTHESIS_PROFILE=explore searches afresh.
@@ -38,8 +39,9 @@ def separated_2d():
     params = pg.GMMParams(
         torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64),
         torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]], dtype=torch.float64),
-        torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]], [[1.1, 0.0], [0.0, 0.6]]],
-                     dtype=torch.float64),
+        torch.tensor(
+            [[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]], [[1.1, 0.0], [0.0, 0.6]]], dtype=torch.float64
+        ),
     )
     x, z = pg.datasets.make_mixture(300, params, seed=1)
     return x, z, params

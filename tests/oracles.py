@@ -2,6 +2,8 @@
 hold the library against. Nothing here is imported by the package.
 
 - :func:`random_params`, :func:`random_gamma` — random (not optimal) Θ and γ for identity tests;
+- :func:`scipy_log_weights`, :func:`scipy_objectives` — eq. 15's bracket, eq. 20, eq. 26 and eq. 18
+  from ``scipy.stats`` / ``scipy.special``, independently of ppl_gmm;
 - :func:`reference_fit` — the plain CAVI/EM loop over the public closed-form functions;
 - :func:`map_estimate` — L-BFGS on Pyro's log joint, the independent check of ``fit_map``;
 - :func:`map_m_step` — the MAP M-step written out from the conjugate update;
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import logsumexp, xlogy
+from scipy.stats import multivariate_normal
 
 import ppl_gmm as pg
 
@@ -30,6 +34,27 @@ def random_gamma(n, k, seed, dtype=torch.float64):
     """Random responsibilities (N, K), rows from a flat Dirichlet."""
     rng = np.random.default_rng(seed)
     return torch.tensor(rng.dirichlet(np.ones(k), size=n), dtype=dtype)
+
+
+def scipy_log_weights(x, params):
+    """ℓ_ik = log α_k + log N(x_i | μ_k, Σ_k) (N, K), numpy, from ``scipy.stats.multivariate_normal``."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    a, mu, cov = (t.double().numpy() for t in (params.alpha, params.mu, params.cov))
+    with np.errstate(divide="ignore"):  # α_k = 0 gives ℓ_ik = −∞
+        log_a = np.log(a)
+    return np.stack([log_a[j] + multivariate_normal(mu[j], cov[j]).logpdf(x).reshape(-1) for j in range(len(a))], 1)
+
+
+def scipy_objectives(x, params, gamma=None):
+    """By scipy: ``gamma`` = eq. 20 (a float64 tensor (N, K)), ``log_likelihood`` = eq. 26, and with a
+    given ``gamma`` also ``elbo`` = eq. 18 at (gamma, Θ) (0 · log 0 = 0)."""
+    wlp = scipy_log_weights(x, params)
+    lse = logsumexp(wlp, axis=1, keepdims=True)
+    out = {"gamma": torch.from_numpy(np.exp(wlp - lse)), "log_likelihood": float(lse.sum())}
+    if gamma is not None:
+        g = np.asarray(gamma, dtype=np.float64)
+        out["elbo"] = float(np.where(g > 0, g * wlp, 0.0).sum() - xlogy(g, g).sum())
+    return out
 
 
 def reference_fit(x, params, *, covariance_type="full", max_iter=100, tol=0.0, reg_covar=0.0):
@@ -59,8 +84,14 @@ def reference_fit(x, params, *, covariance_type="full", max_iter=100, tol=0.0, r
     gamma = pg.e_step(x, params)  # closing E-step: KL gap 0
     elbos.append(float(pg.elbo(x, gamma, params)))
     lls.append(float(pg.log_likelihood(x, params)))
-    return {"params": params, "gamma": gamma, "elbo": elbos, "log_likelihood": lls, "n_iter": n_iter,
-            "converged": converged}
+    return {
+        "params": params,
+        "gamma": gamma,
+        "elbo": elbos,
+        "log_likelihood": lls,
+        "n_iter": n_iter,
+        "converged": converged,
+    }
 
 
 def map_m_step(x, gamma, prior, reg_covar=0.0):
@@ -109,8 +140,15 @@ def map_estimate(x, k, prior, init, *, max_iter=500, tol=1e-12):
     u_mu = init.mu.to(x.dtype).clone().requires_grad_(True)
     u_lam = pd.inv(torch.linalg.inv(init.cov.to(x.dtype))).detach().requires_grad_(True)
     params = [u_mu, u_lam] + ([u_alpha] if k > 1 else [])
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=tol,
-                            history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tol,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -134,9 +172,16 @@ def sklearn_bgm(x, k, prior, resp0):
     from sklearn.mixture import BayesianGaussianMixture
 
     bgm = BayesianGaussianMixture(
-        n_components=k, covariance_type="full", weight_concentration_prior_type="dirichlet_distribution",
-        weight_concentration_prior=prior.alpha0, mean_precision_prior=prior.beta0, mean_prior=prior.m0.numpy(),
-        degrees_of_freedom_prior=prior.nu0, covariance_prior=prior.W0_inv.numpy(), reg_covar=0.0)
+        n_components=k,
+        covariance_type="full",
+        weight_concentration_prior_type="dirichlet_distribution",
+        weight_concentration_prior=prior.alpha0,
+        mean_precision_prior=prior.beta0,
+        mean_prior=prior.m0.numpy(),
+        degrees_of_freedom_prior=prior.nu0,
+        covariance_prior=prior.W0_inv.numpy(),
+        reg_covar=0.0,
+    )
     bgm._check_parameters(x)
     bgm._initialize(x, resp0)
     return bgm

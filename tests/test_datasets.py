@@ -1,4 +1,5 @@
 """The shipped data and draws from the generative process."""
+
 import numpy as np
 import pytest
 import torch

@@ -3,6 +3,7 @@
 Every random choice of a fit flows from its ``seed``; a user's later ``np.random`` /
 ``torch.rand`` / ``random`` draws must not depend on whether a fit ran in between.
 """
+
 import random
 
 import numpy as np

@@ -1,6 +1,7 @@
 """The research notebooks: the committed files are what notebooks/build.py generates, carry the
 outputs of a full run, and execute top to bottom (quick mode, PPL_GMM_QUICK=1) without error,
 printing the identities they claim at round-off."""
+
 import importlib.util
 import re
 from pathlib import Path
@@ -23,8 +24,13 @@ NAMES = sorted(build.NOTEBOOKS)
 
 
 def _stdout(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stdout"
+    )
 
 
 def _numbers(pattern: str, text: str) -> list:
@@ -62,6 +68,7 @@ def test_committed_notebook_is_generated_and_executed(name):
     assert all("execution" not in c.metadata for c in code)  # no time stamps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_headless_in_quick_mode(name):
     nb = build.execute(build.build(name), quick=True, timeout=600)  # raises CellExecutionError on any error

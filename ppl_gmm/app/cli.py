@@ -8,6 +8,7 @@ Bad input — an unreadable or malformed CSV, a non-numeric column, a missing va
 flag or an impossible K — gives one line ``ppl-gmm: error: ...`` on stderr and exit code 2,
 never a traceback (set ``PPL_GMM_DEBUG=1`` to see one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,6 +17,8 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
@@ -33,18 +36,20 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump), exit code 2."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise CliError(f"{message} (see '{self.prog} --help')")
 
 
 # --- CSV ---------------------------------------------------------------------------------------
+
 
 def _show_progress(args) -> bool:
     """Progress bars by default on a terminal; off with --no-progress or when stderr is not a
     terminal (a log file would otherwise receive every redraw)."""
     return not args.no_progress and sys.stderr.isatty()
 
-def read_csv(path, columns=None) -> tuple[list[str], np.ndarray]:
+
+def read_csv(path: str | os.PathLike[str], columns: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
     """(column names, (N, D) float64 array) of a CSV with a header row.
 
     ``columns``: names to keep (default: every column; each must then be numeric).
@@ -123,27 +128,62 @@ def _fit(args, x):
     if args.method == "cavi":
         from ..inference.cavi import fit_cavi
 
-        return fit_cavi(x, k, covariance_type=args.covariance_type, max_iter=args.max_iter, tol=args.tol,
-                        reg_covar=args.reg_covar, n_init=args.n_init, seed=seed, progress=progress)
+        return fit_cavi(
+            x,
+            k,
+            covariance_type=args.covariance_type,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            reg_covar=args.reg_covar,
+            n_init=args.n_init,
+            seed=seed,
+            progress=progress,
+        )
     if args.method == "svi":
         from ..inference.svi import fit_svi
 
-        return fit_svi(x, k, num_steps=args.num_steps, lr=args.lr, seed=seed, progress=progress,
-                       local_updates=args.local_updates, tol=args.tol, reg_covar=args.reg_covar)
+        return fit_svi(
+            x,
+            k,
+            num_steps=args.num_steps,
+            lr=args.lr,
+            seed=seed,
+            progress=progress,
+            local_updates=args.local_updates,
+            tol=args.tol,
+            reg_covar=args.reg_covar,
+        )
     prior = _prior(x, k, args.alpha0)
     if args.method == "map":
         from ..inference.map import fit_map
 
-        return fit_map(x, k, prior, max_iter=args.max_iter, tol=args.tol, n_init=args.n_init, seed=seed,
-                       covariance_type=args.covariance_type, progress=progress)
+        return fit_map(
+            x,
+            k,
+            prior,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            n_init=args.n_init,
+            seed=seed,
+            covariance_type=args.covariance_type,
+            progress=progress,
+        )
     if args.method == "vb":
         from ..inference.vb import fit_vb
 
         return fit_vb(x, k, prior, max_iter=args.max_iter, tol=args.tol, seed=seed, progress=progress)
     from ..inference.nuts import fit_nuts
 
-    return fit_nuts(x, k, prior, num_samples=args.num_samples, warmup_steps=args.warmup_steps,
-                    num_chains=args.num_chains, seed=seed, progress=progress)
+    return fit_nuts(
+        x,
+        k,
+        prior,
+        num_samples=args.num_samples,
+        warmup_steps=args.warmup_steps,
+        num_chains=args.num_chains,
+        seed=seed,
+        progress=progress,
+    )
 
 
 def _save(result, path, seed) -> str:
@@ -171,8 +211,10 @@ def _cmd_fit(args) -> int:
         raise CliError(f"-k must be at least 1, got {args.k}")
     names, x = read_csv(args.file, args.columns)
     check_k(args.k, x.shape[0])
-    print(f"{args.file}: N = {x.shape[0]} rows, D = {x.shape[1]} columns ({', '.join(names)}); "
-          f"K = {args.k}, method {args.method}, seed {args.seed}")
+    print(
+        f"{args.file}: N = {x.shape[0]} rows, D = {x.shape[1]} columns ({', '.join(names)}); "
+        f"K = {args.k}, method {args.method}, seed {args.seed}"
+    )
     result = _fit(args, x if x.shape[1] > 1 else x[:, 0])
     from ..results.text import format_result
 
@@ -185,8 +227,7 @@ def _cmd_fit(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(seed=args.seed, num_steps=args.num_steps, natural_steps=args.natural_steps,
-             progress=_show_progress(args))
+    run_demo(seed=args.seed, num_steps=args.num_steps, natural_steps=args.natural_steps, progress=_show_progress(args))
     return 0
 
 
@@ -221,8 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("-k", type=int, required=True, help="number of components K")
     f.add_argument("--method", choices=METHODS, default="cavi", help="inference method (default: cavi)")
     f.add_argument("--columns", nargs="+", metavar="C", help="column names to use (default: all)")
-    f.add_argument("--out", metavar="PATH",
-                   help="save the result (cavi/svi/map: .npz for load_fit; vb/nuts: netCDF InferenceData)")
+    f.add_argument(
+        "--out", metavar="PATH", help="save the result (cavi/svi/map: .npz for load_fit; vb/nuts: netCDF InferenceData)"
+    )
     f.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = f.add_argument_group("cavi / map / vb")
@@ -262,7 +304,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failure, 2 bad input)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
@@ -287,6 +329,8 @@ def _main(argv) -> int:
     except Exception as err:  # a bug or a failed fit: still one line, and a way to see more
         if debug:
             raise
-        print(f"{PROG}: error: {type(err).__name__}: {_one_line(err)} (set PPL_GMM_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: {type(err).__name__}: {_one_line(err)} (set PPL_GMM_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1

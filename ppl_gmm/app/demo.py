@@ -7,12 +7,20 @@ SVI) or setting γ to its closed-form optimum before each step on Θ (natural-gr
 step, Hoffman et al. 2013).  All reach the same optimum; the table shows how closely
 (ELBO, relative difference, aligned parameters) and at what cost (steps, seconds).
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..results.text import format_comparison
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from ..core.validation import ArrayLike
+    from ..results.gmm_fit import GMMFit
 
 __all__ = ["Comparison", "compare_svi_cavi", "format_comparison", "run_demo"]
 
@@ -31,7 +39,7 @@ class Comparison:
     data: str
 
     @property
-    def reference(self):
+    def reference(self) -> GMMFit:
         return next(iter(self.fits.values()))
 
     def rows(self) -> list[dict]:
@@ -44,28 +52,39 @@ class Comparison:
         out = []
         for label, fit in self.fits.items():
             p = fit.params.permute(align(ref, fit))
-            out.append({
-                "method": label,
-                "elbo": float(fit.elbo[-1]),
-                "log_likelihood": float(fit.log_likelihood[-1]),
-                "rel_diff": abs(float(fit.elbo[-1]) - ref_elbo) / abs(ref_elbo),
-                "d_alpha": float((p.alpha - ref.params.alpha).abs().max()),
-                "d_mu": float((p.mu - ref.params.mu).abs().max()),
-                "d_cov": float((p.cov - ref.params.cov).abs().max()),
-                "n_iter": int(fit.n_iter),
-                "converged": bool(fit.converged),
-                "seconds": float(self.seconds[label]),
-            })
+            out.append(
+                {
+                    "method": label,
+                    "elbo": float(fit.elbo[-1]),
+                    "log_likelihood": float(fit.log_likelihood[-1]),
+                    "rel_diff": abs(float(fit.elbo[-1]) - ref_elbo) / abs(ref_elbo),
+                    "d_alpha": float((p.alpha - ref.params.alpha).abs().max()),
+                    "d_mu": float((p.mu - ref.params.mu).abs().max()),
+                    "d_cov": float((p.cov - ref.params.cov).abs().max()),
+                    "n_iter": int(fit.n_iter),
+                    "converged": bool(fit.converged),
+                    "seconds": float(self.seconds[label]),
+                }
+            )
         return out
 
 
-def compare_svi_cavi(x=None, k=2, *, seed=0, num_steps=3000, natural_steps=200, jit=False,
-                     progress=False, data="Old Faithful") -> Comparison:
+def compare_svi_cavi(
+    x: ArrayLike | None = None,
+    k: int = 2,
+    *,
+    seed: int | None = 0,
+    num_steps: int = 3000,
+    natural_steps: int = 200,
+    jit: bool = False,
+    progress: bool = False,
+    data: str = "Old Faithful",
+) -> Comparison:
     """Fit ``x`` (default: Old Faithful) by CAVI, plain SVI and SVI with natural-gradient local
     steps, all from the same ``seed`` (hence the same Θ₀).  ``natural_steps=0`` skips the latter."""
     from ..core.threads import limited_threads
-    from ..inference.cavi import fit_cavi
     from ..datasets import load_old_faithful
+    from ..inference.cavi import fit_cavi
     from ..inference.svi import fit_svi
 
     x = load_old_faithful() if x is None else x
@@ -75,7 +94,8 @@ def compare_svi_cavi(x=None, k=2, *, seed=0, num_steps=3000, natural_steps=200, 
     }
     if natural_steps:
         runs["SVI (natural-gradient γ)"] = lambda: fit_svi(
-            x, k, seed=seed, num_steps=natural_steps, local_updates="natural", jit=jit, progress=progress)
+            x, k, seed=seed, num_steps=natural_steps, local_updates="natural", jit=jit, progress=progress
+        )
     fits, seconds = {}, {}
     with limited_threads():  # tiny data: one thread is fastest and not slowed by a busy core
         for label, run in runs.items():
@@ -85,7 +105,14 @@ def compare_svi_cavi(x=None, k=2, *, seed=0, num_steps=3000, natural_steps=200, 
     return Comparison(fits, seconds, data)
 
 
-def run_demo(*, seed=0, num_steps=3000, natural_steps=200, progress=True, stream=None) -> Comparison:
+def run_demo(
+    *,
+    seed: int | None = 0,
+    num_steps: int = 3000,
+    natural_steps: int = 200,
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> Comparison:
     """Run the comparison on Old Faithful (K = 2) and print the table and CAVI's fit."""
     import sys
 

@@ -1,5 +1,8 @@
 """Exceptions with messages that say what went wrong and what to do."""
+
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["DegenerateComponentError", "DegeneratePosteriorError", "EmptyComponentError", "DivergenceError"]
 
@@ -7,8 +10,8 @@ __all__ = ["DegenerateComponentError", "DegeneratePosteriorError", "EmptyCompone
 class DegenerateComponentError(FloatingPointError, ValueError):
     """A component's covariance is not positive definite (it collapsed)."""
 
-    def __init__(self, component: int, detail: str = ""):
-        self.component = component
+    def __init__(self, component: int, detail: str = "") -> None:
+        self.component: int | None = component
         msg = (
             f"component {component} has a covariance that is not positive definite"
             f"{' (' + detail + ')' if detail else ''}: it has collapsed onto too few distinct points. "
@@ -23,7 +26,7 @@ class DegeneratePosteriorError(DegenerateComponentError):
     """A Bayesian posterior is numerically degenerate: a posterior scale matrix W_k⁻¹ (VB) or a
     sampled precision Λ_k (NUTS) is not positive definite, or the density cannot be evaluated."""
 
-    def __init__(self, message: str, component: int | None = None):
+    def __init__(self, message: str, component: int | None = None) -> None:
         self.component = component
         ValueError.__init__(self, message)
 
@@ -31,7 +34,7 @@ class DegeneratePosteriorError(DegenerateComponentError):
 class EmptyComponentError(FloatingPointError, ValueError):
     """A component received (numerically) no responsibility."""
 
-    def __init__(self, component: int, n_k: float):
+    def __init__(self, component: int, n_k: float) -> None:
         self.component = component
         self.n_k = n_k
         super().__init__(
@@ -45,7 +48,7 @@ class EmptyComponentError(FloatingPointError, ValueError):
 class DivergenceError(FloatingPointError, RuntimeError):
     """An iterative fit produced a non-finite objective."""
 
-    def __init__(self, step: int, last_finite=None, message: str = ""):
+    def __init__(self, step: int, last_finite: Any = None, message: str = "") -> None:
         self.step = step
         self.last_finite = last_finite
         super().__init__(

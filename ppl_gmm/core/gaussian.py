@@ -18,6 +18,7 @@ blocked, transposed form of the same two formulas and is tested against these.
 from __future__ import annotations
 
 import math
+from typing import Literal, overload
 
 import torch
 
@@ -60,6 +61,18 @@ def log_gaussian_prec(x: torch.Tensor, mu: torch.Tensor, prec_chol: torch.Tensor
     half_log_det_prec = 0.5 * log_det_from_cholesky(prec_chol)  # −½ log|Σ_k|
     out = mahalanobis_sq(x, mu, prec_chol).mul_(-0.5)
     return out.add_(half_log_det_prec - 0.5 * x.shape[1] * LOG_2PI)  # in place: one (N, K) array
+
+
+@overload
+def normalise_log(
+    wlp: torch.Tensor, dim: int = 1, *, entropy: Literal[False] = False
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def normalise_log(
+    wlp: torch.Tensor, dim: int = 1, *, entropy: Literal[True]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 def normalise_log(

@@ -17,7 +17,7 @@ from .errors import EmptyComponentError
 from .gaussian import LOG_2PI, log_gaussian_prec, logsumexp_rows, normalise_log
 from .linalg import precision_cholesky
 from .params import GMMParams
-from .validation import as_data, check_covariance_type, check_positive
+from .validation import ArrayLike, as_data, check_covariance_type, check_positive
 
 __all__ = [
     "log_gaussian",
@@ -46,7 +46,7 @@ def _coerce(x, params: GMMParams) -> torch.Tensor:
     return x
 
 
-def check_gamma(gamma, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
+def check_gamma(gamma: ArrayLike, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     """γ as an (N, K) tensor of ``dtype``, finite and non-negative, or a ValueError."""
     gamma = torch.as_tensor(gamma, dtype=dtype)
     if gamma.shape != (n, k):
@@ -73,13 +73,13 @@ def log_gaussian(x: torch.Tensor, mu: torch.Tensor, cov: torch.Tensor) -> torch.
     return log_gaussian_prec(x, mu, precision_cholesky(cov))
 
 
-def weighted_log_prob(x, params: GMMParams) -> torch.Tensor:
+def weighted_log_prob(x: ArrayLike, params: GMMParams) -> torch.Tensor:
     """(N, K) matrix of log α_k + log N(x_i | μ_k, Σ_k), the bracket of eq. 15."""
     x = _coerce(x, params)
     return log_gaussian_prec(x, params.mu, params.precision_cholesky).add_(torch.log(params.alpha))
 
 
-def e_step(x, params: GMMParams) -> torch.Tensor:
+def e_step(x: ArrayLike, params: GMMParams) -> torch.Tensor:
     """Responsibilities γ (N, K), eq. 20 (= the CAVI optimum eq. 17 = the posterior eq. 27).
 
     γ_ik = α_k N(x_i | μ_k, Σ_k) / Σ_j α_j N(x_i | μ_j, Σ_j), normalised in log space
@@ -89,7 +89,7 @@ def e_step(x, params: GMMParams) -> torch.Tensor:
     return normalise_log(weighted_log_prob(x, params))[0]  # eq. 20
 
 
-def log_likelihood(x, params: GMMParams) -> torch.Tensor:
+def log_likelihood(x: ArrayLike, params: GMMParams) -> torch.Tensor:
     """Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k): the marginal log-likelihood, eq. 26."""
     return logsumexp_rows(weighted_log_prob(x, params)).sum()  # eq. 26
 
@@ -99,7 +99,7 @@ def entropy(gamma: torch.Tensor) -> torch.Tensor:
     return -torch.special.xlogy(gamma, gamma).sum()
 
 
-def elbo(x, gamma, params: GMMParams) -> torch.Tensor:
+def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
     """The fully expanded ELBO, eq. 18, with every constant::
 
         L(q, Θ) = Σ_i Σ_k γ_ik [log α_k + log N(x_i | μ_k, Σ_k)] − Σ_i Σ_k γ_ik log γ_ik
@@ -123,7 +123,7 @@ def elbo_from_log_weights(gamma: torch.Tensor, wlp: torch.Tensor) -> torch.Tenso
     return expected_log_joint + entropy(gamma)
 
 
-def elbo_gradients(x, gamma, params: GMMParams) -> dict:
+def elbo_gradients(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> dict[str, torch.Tensor]:
     """The analytic gradients of eq. 18 (eq. 19, generalised to D dimensions).
 
     All are taken before any constraint (simplex, positive definiteness) is applied:
@@ -149,7 +149,9 @@ def elbo_gradients(x, gamma, params: GMMParams) -> dict:
     return {"alpha": g_alpha, "mu": g_mu, "cov": g_cov, "gamma": g_gamma}
 
 
-def weighted_scatter(x: torch.Tensor, gamma: torch.Tensor, centres: torch.Tensor, block_rows: int = 1 << 13) -> torch.Tensor:
+def weighted_scatter(
+    x: torch.Tensor, gamma: torch.Tensor, centres: torch.Tensor, block_rows: int = 1 << 13
+) -> torch.Tensor:
     """S_k = Σ_i γ_ik (x_i − c_k)(x_i − c_k)ᵀ (K, D, D), the difference formed first (two-pass
     moments: no cancellation for data far from the origin), in row blocks.
 
@@ -191,7 +193,7 @@ def check_nonempty(n_k: torch.Tensor, dtype: torch.dtype | None = None) -> None:
         raise EmptyComponentError(j, float(n_k[j]))
 
 
-def m_step(x, gamma, covariance_type: str = "full", reg_covar: float = 0.0) -> GMMParams:
+def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_covar: float = 0.0) -> GMMParams:
     """Maximise eq. 18 over Θ for fixed γ: eq. 21 (1-D) and eq. 28 (D-dim).
 
     N_k = Σ_i γ_ik,  α_k = N_k / N,  μ_k = Σ_i γ_ik x_i / N_k,

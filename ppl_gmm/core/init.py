@@ -6,6 +6,7 @@ then one M-step (eq. 21/28) from those hard responsibilities.
 ``init="random"``: responsibilities drawn row-wise from a flat Dirichlet, then
 one M-step.  ``init=GMMParams(...)``: used as given (shapes checked).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,12 @@ def _nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
 
 
 def initial_params(
-    x: torch.Tensor, k: int, init, seed: int, covariance_type: str = "full", reg_covar: float = 0.0
+    x: torch.Tensor,
+    k: int,
+    init: str | GMMParams,
+    seed: int,
+    covariance_type: str = "full",
+    reg_covar: float = 0.0,
 ) -> GMMParams:
     """Θ₀ for a fit; ``x`` is validated (N, D) data."""
     n, d = x.shape
@@ -80,7 +86,9 @@ def initial_params(
     return m_step(x, gamma, covariance_type=covariance_type, reg_covar=reg_covar)
 
 
-def initial_responsibilities(x: torch.Tensor, k: int, init="kmeans++", seed: int = 0) -> torch.Tensor:
+def initial_responsibilities(
+    x: torch.Tensor, k: int, init: str | GMMParams = "kmeans++", seed: int = 0
+) -> torch.Tensor:
     """γ₀ = e_step(x, Θ₀) (N, K) with fit_cavi's default Θ₀ (reg_covar = ``INIT_REG_COVAR``): the
     start of ``fit_vb`` and ``fit_svi_bayes``. ``x`` is validated (N, D) data."""
     return e_step(x, initial_params(x, k, init, seed, "full", INIT_REG_COVAR))

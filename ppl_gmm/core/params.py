@@ -6,14 +6,19 @@ Everything numeric goes through Cholesky factors: Σ_k = L_k L_kᵀ and the
 precision factor U_k = L_k⁻ᵀ (so Σ_k⁻¹ = U_k U_kᵀ, sklearn's
 ``precisions_cholesky_``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .linalg import cholesky, precision_cholesky
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 __all__ = ["GMMParams"]
 
@@ -103,32 +108,32 @@ class GMMParams:
         return precision_cholesky(self.cov)
 
     # --- transformations -----------------------------------------------------------------------
-    def permute(self, perm) -> "GMMParams":
+    def permute(self, perm: npt.ArrayLike | torch.Tensor) -> GMMParams:
         """Reorder the components: component j of the result is component perm[j] of self."""
         perm = torch.as_tensor(perm, dtype=torch.long)
         if sorted(perm.tolist()) != list(range(self.k)):
             raise ValueError(f"perm must be a permutation of 0..{self.k - 1}, got {perm.tolist()}")
         return GMMParams(self.alpha[perm], self.mu[perm], self.cov[perm])
 
-    def to(self, dtype: torch.dtype) -> "GMMParams":
+    def to(self, dtype: torch.dtype) -> GMMParams:
         return GMMParams(self.alpha.to(dtype), self.mu.to(dtype), self.cov.to(dtype))
 
-    def shift(self, offset) -> "GMMParams":
+    def shift(self, offset: npt.ArrayLike | torch.Tensor) -> GMMParams:
         """The same mixture translated by ``offset`` (D,): μ_k + offset."""
         offset = torch.as_tensor(offset, dtype=self.dtype)
         return GMMParams(self.alpha, self.mu + offset, self.cov)
 
-    def allclose(self, other: "GMMParams", rtol: float = 1e-5, atol: float = 1e-8) -> bool:
+    def allclose(self, other: GMMParams, rtol: float = 1e-5, atol: float = 1e-8) -> bool:
         return all(
             torch.allclose(a, b.to(a.dtype), rtol=rtol, atol=atol)
             for a, b in ((self.alpha, other.alpha), (self.mu, other.mu), (self.cov, other.cov))
         )
 
-    def as_numpy(self) -> dict:
+    def as_numpy(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha.numpy(), "mu": self.mu.numpy(), "cov": self.cov.numpy()}
 
     def __repr__(self) -> str:
-        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")  # noqa: E731
+        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")
         return (
             f"GMMParams(K={self.k}, D={self.d}, dtype={self.dtype},\n"
             f"  alpha={fmt(self.alpha)},\n  mu={fmt(self.mu)},\n  cov={fmt(self.cov)})"

@@ -27,21 +27,22 @@ rewritten around m_k: it needs no division by N_k (an empty component gets
 exactly the prior), its scatter is centred at m_k (two-pass moments, no
 cancellation for data far from the origin) and it is positive definite for any γ.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .gmm import weighted_scatter
-from .linalg import cholesky, inverse_from_cholesky, inverse_lower, log_det_from_cholesky
+from .linalg import checked_cholesky, cholesky, inverse_from_cholesky, inverse_lower, log_det_from_cholesky
 from .params import GMMParams
-from .validation import as_data, check_k
+from .validation import ArrayLike, as_data, check_k
 
 __all__ = [
     "NormalWishartPrior",
@@ -123,7 +124,7 @@ class NormalWishartPrior:
         if not torch.allclose(w0, w0.T, rtol=1e-10, atol=1e-14 * scale):
             raise ValueError("W0 must be a symmetric matrix")
         w0 = 0.5 * (w0 + w0.T)
-        if int(torch.linalg.cholesky_ex(w0).info) != 0:
+        if checked_cholesky(w0)[1] is not None:
             raise ValueError("W0 must be positive definite (it is the Wishart scale matrix, E[Λ] = nu0 W0)")
         object.__setattr__(self, "alpha0", alpha0)
         object.__setattr__(self, "beta0", beta0)
@@ -163,13 +164,18 @@ class NormalWishartPrior:
                 f"the prior is {self.d}-dimensional (m0 has length {self.d}) but x has D = {x.shape[1]} columns"
             )
 
-    def cast(self, dtype: torch.dtype):
+    def cast(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(m0, W0, W0⁻¹) as tensors of ``dtype``."""
         return self.m0.to(dtype), self.W0.to(dtype), self.W0_inv.to(dtype)
 
-    def as_dict(self) -> dict:
-        return {"alpha0": self.alpha0, "m0": self.m0.clone(), "beta0": self.beta0, "nu0": self.nu0,
-                "W0": self.W0.clone()}
+    def as_dict(self) -> dict[str, float | torch.Tensor]:
+        return {
+            "alpha0": self.alpha0,
+            "m0": self.m0.clone(),
+            "beta0": self.beta0,
+            "nu0": self.nu0,
+            "W0": self.W0.clone(),
+        }
 
     def __repr__(self) -> str:
         return (
@@ -178,7 +184,7 @@ class NormalWishartPrior:
         )
 
 
-def default_prior(x, k) -> NormalWishartPrior:
+def default_prior(x: ArrayLike, k: int) -> NormalWishartPrior:
     """Weakly informative prior from the data (Fraley & Raftery 2007, §2.2):
 
     alpha0 = 1, m0 = mean(x), beta0 = 0.01, nu0 = D + 2, W0⁻¹ = cov(x) / k^(2/D).
@@ -194,7 +200,7 @@ def default_prior(x, k) -> NormalWishartPrior:
     m0 = x.mean(0)
     xc = x - m0
     cov = xc.T @ xc / (n - 1) if n > 1 else torch.eye(d, dtype=torch.float64)
-    if int(torch.linalg.cholesky_ex(cov).info) != 0:
+    if checked_cholesky(cov)[1] is not None:
         raise ValueError(
             "the data's sample covariance is singular (a constant column or collinear columns), "
             "so no default prior exists; drop the redundant columns or pass a NormalWishartPrior"
@@ -204,7 +210,7 @@ def default_prior(x, k) -> NormalWishartPrior:
     return NormalWishartPrior(alpha0=1.0, m0=m0, beta0=0.01, nu0=d + 2.0, W0=w0)
 
 
-def resolve_prior(x: torch.Tensor, k: int, prior) -> NormalWishartPrior:
+def resolve_prior(x: torch.Tensor, k: int, prior: NormalWishartPrior | None) -> NormalWishartPrior:
     """``prior`` checked against validated data (N, D); ``None`` means ``default_prior(x, k)``."""
     if prior is None:
         return default_prior(x, k)
@@ -292,8 +298,9 @@ def conjugate_update_from_data(
 ) -> ConjugateStats:
     """:func:`conjugate_update` for data ``x`` (N, D) and responsibilities ``gamma`` (N, K; a
     transposed view of (K, N) works), the scatter two-pass (``gmm.weighted_scatter``)."""
-    if m0 is None or w0_inv is None:
-        m0, _, w0_inv = prior.cast(x.dtype)
+    prior_m0, _, prior_w0_inv = prior.cast(x.dtype)
+    m0 = prior_m0 if m0 is None else m0
+    w0_inv = prior_w0_inv if w0_inv is None else w0_inv
     n_k = gamma.sum(0)  # 10.51
     return conjugate_update(prior, n_k, gamma.T @ x, lambda m: weighted_scatter(x, gamma, m), m0, w0_inv)
 
@@ -330,9 +337,10 @@ def log_prior(params: GMMParams, prior: NormalWishartPrior) -> torch.Tensor:
     k_active = int(active.sum())
     if k_active > 1:
         a = params.alpha[active]
-        log_dir = log_dirichlet_norm(torch.full((k_active,), prior.alpha0, dtype=params.dtype)) + (
-            prior.alpha0 - 1
-        ) * torch.log(a).sum()  # B.16
+        log_dir = (
+            log_dirichlet_norm(torch.full((k_active,), prior.alpha0, dtype=params.dtype))
+            + (prior.alpha0 - 1) * torch.log(a).sum()
+        )  # B.16
     else:
         log_dir = torch.zeros((), dtype=params.dtype)
     chol = cholesky(params.cov)  # Σ_k = L Lᵀ, Λ_k = L⁻ᵀ L⁻¹

@@ -38,11 +38,11 @@ def spawn_seeds(seed: int, n: int) -> list[int]:
 def preserved_global_rng() -> Iterator[None]:
     """Run a block that seeds the global generators and restore their previous states after it."""
     torch_state = torch.random.get_rng_state()
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002  (the legacy global generator is the state to keep)
     py_state = random.getstate()
     try:
         yield
     finally:
         torch.random.set_rng_state(torch_state)
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # noqa: NPY002
         random.setstate(py_state)

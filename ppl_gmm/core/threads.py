@@ -4,8 +4,10 @@ Small fits gain nothing from threads, and on a loaded machine OpenMP's spin-wait
 many tiny operations an order of magnitude slower (measured: galaxies, 2 threads vs 1; the Pyro
 models' K × D × D tensors make each small Cholesky factorisation thousands of times slower).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -16,7 +18,7 @@ PARALLEL_WORK = 1 << 17  # N·K·D from which a closed-form fit keeps torch's th
 
 
 @contextmanager
-def limited_threads(work: int | None = None):
+def limited_threads(work: int | None = None) -> Iterator[None]:
     """Run the block on one torch thread, restoring the previous count afterwards.
 
     ``work`` (N·K·D of a fit): at or above ``PARALLEL_WORK`` the thread count is left alone.

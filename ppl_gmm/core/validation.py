@@ -4,10 +4,11 @@ Every public entry point funnels its data through :func:`as_data` and its
 number of components through :func:`check_k`, so a bad input fails with one
 message that names the problem and says what to do.
 """
+
 from __future__ import annotations
 
 import numbers
-from typing import TypeAlias, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -31,13 +32,13 @@ __all__ = [
 
 #: What every public function accepts as data: a numpy array, a torch tensor, or anything
 #: ``np.asarray`` takes (nested lists, pandas objects).
-ArrayLike: TypeAlias = Union[npt.ArrayLike, torch.Tensor]
+ArrayLike: TypeAlias = npt.ArrayLike | torch.Tensor
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 INITS = ("kmeans++", "random")
 
 
-def resolve_dtype(x, dtype=None) -> torch.dtype:
+def resolve_dtype(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.dtype:
     """float64 unless the caller passed float32 data or asked for a dtype."""
     if dtype is not None:
         if dtype not in (torch.float32, torch.float64):
@@ -50,7 +51,7 @@ def resolve_dtype(x, dtype=None) -> torch.dtype:
     return torch.float64
 
 
-def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
+def as_data(x: ArrayLike, dtype: torch.dtype | None = None, name: str = "x") -> torch.Tensor:
     """Return the data as a contiguous (N, D) floating tensor, or raise.
 
     Accepts a numpy array, a torch tensor or anything ``np.asarray`` takes.
@@ -71,8 +72,15 @@ def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
         if arr.dtype == object:
             arr = _numeric_objects(arr, name)
         elif arr.dtype.kind not in "iuf":
-            kind = {"U": "strings", "S": "bytes", "b": "booleans", "c": "complex numbers", "M": "dates",
-                    "m": "time spans", "V": "records"}.get(arr.dtype.kind, f"values of dtype {arr.dtype}")
+            kind = {
+                "U": "strings",
+                "S": "bytes",
+                "b": "booleans",
+                "c": "complex numbers",
+                "M": "dates",
+                "m": "time spans",
+                "V": "records",
+            }.get(arr.dtype.kind, f"values of dtype {arr.dtype}")
             raise TypeError(
                 f"{name} must contain only real numbers; got {kind} (dtype {arr.dtype}): "
                 "convert or drop the non-numeric columns first"
@@ -84,8 +92,7 @@ def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
         t = t.unsqueeze(-1)
     if t.ndim != 2:
         raise ValueError(
-            f"{name} must be 1-D (N,) or 2-D (N, D); got {t.ndim}-D shape {tuple(t.shape)}"
-            " (reshape it to (N, D) first)"
+            f"{name} must be 1-D (N,) or 2-D (N, D); got {t.ndim}-D shape {tuple(t.shape)} (reshape it to (N, D) first)"
         )
     n, d = t.shape
     if n == 0:
@@ -97,8 +104,7 @@ def as_data(x, dtype=None, name: str = "x") -> torch.Tensor:
         bad = torch.nonzero(~finite).flatten().tolist()
         shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
         raise ValueError(
-            f"{name} has NaN or infinite values in {len(bad)} row(s): {shown}"
-            " (drop or impute those rows first)"
+            f"{name} has NaN or infinite values in {len(bad)} row(s): {shown} (drop or impute those rows first)"
         )
     return t.contiguous()
 
@@ -116,7 +122,7 @@ def _numeric_objects(arr: np.ndarray, name: str) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def check_k(k, n: int | None = None) -> int:
+def check_k(k: int, n: int | None = None) -> int:
     """k must be an integer with 1 <= k <= N."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise TypeError(f"k (the number of components) must be an integer, got {k!r}")
@@ -130,13 +136,11 @@ def check_k(k, n: int | None = None) -> int:
 
 def check_covariance_type(covariance_type: str) -> str:
     if not isinstance(covariance_type, str) or covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"unknown covariance_type {covariance_type!r}; use one of {', '.join(COVARIANCE_TYPES)}"
-        )
+        raise ValueError(f"unknown covariance_type {covariance_type!r}; use one of {', '.join(COVARIANCE_TYPES)}")
     return covariance_type
 
 
-def check_positive(value, name: str, allow_zero: bool = False) -> float:
+def check_positive(value: float, name: str, allow_zero: bool = False) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -146,7 +150,7 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
     return v
 
 
-def check_int(value, name: str, minimum: int = 0) -> int:
+def check_int(value: int, name: str, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -154,12 +158,12 @@ def check_int(value, name: str, minimum: int = 0) -> int:
     return int(value)
 
 
-def check_init(init, k: int, d: int, extra: tuple = ()):
+def check_init(init: Any, k: int, d: int, extra: tuple = ()) -> Any:
     """``init`` is "kmeans++", "random", a GMMParams of K components on D features, or an instance
     of one of the ``extra`` types (e.g. ``VBPosterior`` for the VB fits); returned unchanged."""
     if isinstance(init, str) and init in INITS:
         return init
-    if isinstance(init, (GMMParams, *extra)):
+    if isinstance(init, GMMParams) or (extra and isinstance(init, extra)):
         if init.k != k or init.d != d:
             raise ValueError(
                 f"init parameters have K = {init.k}, D = {init.d} but the fit asks for K = {k} on D = {d} data"
@@ -169,7 +173,9 @@ def check_init(init, k: int, d: int, extra: tuple = ()):
     raise ValueError(f"unknown init {init!r}; use {names}")
 
 
-def check_fit_args(x, k, init, dtype=None, extra_inits: tuple = ()):
+def check_fit_args(
+    x: ArrayLike, k: int, init: Any, dtype: torch.dtype | None = None, extra_inits: tuple = ()
+) -> tuple[torch.Tensor, int, Any]:
     """Validate the data, ``k`` and ``init`` of a fit before any work; returns ``(x, k, init)``."""
     x = as_data(x, dtype=dtype)
     k = check_k(k, x.shape[0])

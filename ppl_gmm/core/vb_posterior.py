@@ -9,10 +9,12 @@ decomposition).  ``lower_bound`` is the full bound L(q) of 10.70, term by term (
 constant); ``_bound_after_m_step`` is the same bound at the M-step optimum, which the VB loop of
 ``vb.fit_vb`` evaluates each iteration.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from .linalg import checked_cholesky, inverse_from_cholesky, log_det_from_choles
 from .params import GMMParams
 from .priors import NormalWishartPrior, expected_log_det, log_dirichlet_norm, log_wishart_norm
 from .rng import resolve_seed
-from .validation import as_data, check_int
+from .validation import ArrayLike, as_data, check_int
 
 __all__ = [
     "VBPosterior",
@@ -49,7 +51,15 @@ def degenerate_posterior(component: int) -> DegeneratePosteriorError:
     )
 
 
-def posterior_cholesky(w_inv: torch.Tensor, check_only: bool = False):
+@overload
+def posterior_cholesky(w_inv: torch.Tensor, check_only: Literal[False] = False) -> torch.Tensor: ...
+
+
+@overload
+def posterior_cholesky(w_inv: torch.Tensor, check_only: Literal[True]) -> tuple[torch.Tensor, int | None]: ...
+
+
+def posterior_cholesky(w_inv: torch.Tensor, check_only: bool = False) -> torch.Tensor | tuple[torch.Tensor, int | None]:
     """Lower Cholesky factors of W_k⁻¹ (K, D, D), or a DegeneratePosteriorError naming the component.
 
     Singular means a failed factorisation or a pivot L_jj² / (W_k⁻¹)_jj below 10 D ε: coordinate j
@@ -65,13 +75,20 @@ def posterior_cholesky(w_inv: torch.Tensor, check_only: bool = False):
     return chol
 
 
-def log_rho_const(alpha, beta, nu, log_det_w, d: int) -> torch.Tensor:
+def expected_log_weights(alpha: torch.Tensor) -> torch.Tensor:
+    """E[ln π_k] = ψ(alpha_k) − ψ(Σ_j alpha_j) under Dir(alpha), PRML 10.66."""
+    return torch.digamma(alpha) - torch.digamma(alpha.sum())  # 10.66
+
+
+def log_rho_const(
+    alpha: torch.Tensor, beta: torch.Tensor, nu: torch.Tensor, log_det_w: torch.Tensor, d: int
+) -> torch.Tensor:
     """The part of ln ρ_ik (PRML 10.46) that does not depend on x_i (K,):
 
         E[ln π_k] + ½ E[ln |Λ_k|] − (D/2) ln 2π − D / (2 beta_k)          (10.64–10.66)
 
     so that ln ρ_ik = const_k − ½ nu_k (x_i − m_k)ᵀ W_k (x_i − m_k)."""
-    elog_pi = torch.digamma(alpha) - torch.digamma(alpha.sum())  # 10.66
+    elog_pi = expected_log_weights(alpha)  # 10.66
     elog_det = expected_log_det(log_det_w, nu, d)  # 10.65
     return elog_pi + 0.5 * elog_det - 0.5 * d * LOG_2PI - 0.5 * d / beta  # 10.46, 10.64
 
@@ -97,8 +114,10 @@ class VBPosterior:
     def __post_init__(self):
         alpha = torch.as_tensor(self.alpha).detach()
         dtype = alpha.dtype if alpha.is_floating_point() else torch.float64
-        t = {name: torch.as_tensor(getattr(self, name)).detach().to(device="cpu", dtype=dtype)
-             for name in ("alpha", "m", "beta", "nu", "W")}
+        t = {
+            name: torch.as_tensor(getattr(self, name)).detach().to(device="cpu", dtype=dtype)
+            for name in ("alpha", "m", "beta", "nu", "W")
+        }
         if t["alpha"].ndim != 1:
             raise ValueError(f"alpha must have shape (K,), got {tuple(t['alpha'].shape)}")
         k = t["alpha"].shape[0]
@@ -117,14 +136,16 @@ class VBPosterior:
         if bool((t["nu"] <= d - 1).any()):
             raise ValueError(f"nu must be > D − 1 = {d - 1}")
         w = 0.5 * (t["W"] + t["W"].transpose(-1, -2))
-        if int(torch.linalg.cholesky_ex(w).info.abs().sum()) != 0:
+        if checked_cholesky(w)[1] is not None:
             raise ValueError("W must be positive definite")
         t["W"] = w
         for name, v in t.items():
             object.__setattr__(self, name, v.contiguous())
 
     @classmethod
-    def from_update(cls, alpha, beta, m, nu, w_inv_chol) -> VBPosterior:
+    def from_update(
+        cls, alpha: torch.Tensor, beta: torch.Tensor, m: torch.Tensor, nu: torch.Tensor, w_inv_chol: torch.Tensor
+    ) -> VBPosterior:
         """The posterior of a conjugate update, W_k from the Cholesky factors of W_k⁻¹."""
         return cls(alpha, m, beta, nu, inverse_from_cholesky(w_inv_chol))
 
@@ -153,7 +174,7 @@ class VBPosterior:
 
     def expected_log_weights(self) -> torch.Tensor:
         """E[ln π_k] = ψ(alpha_k) − ψ(Σ_j alpha_j), PRML 10.66."""
-        return torch.digamma(self.alpha) - torch.digamma(self.alpha.sum())  # 10.66
+        return expected_log_weights(self.alpha)  # 10.66
 
     def expected_log_det_precision(self) -> torch.Tensor:
         """E[ln |Λ_k|], PRML 10.65."""
@@ -188,13 +209,13 @@ class VBPosterior:
         return GMMParams(self.expected_weights(), self.m, 0.5 * (sigma + sigma.transpose(-1, -2)))
 
     # --- densities of data -------------------------------------------------------------------------
-    def _x(self, x) -> torch.Tensor:
+    def _x(self, x: ArrayLike) -> torch.Tensor:
         x = as_data(x, dtype=self.dtype)
         if x.shape[1] != self.d:
             raise ValueError(f"x has D = {x.shape[1]} columns but the posterior is {self.d}-dimensional")
         return x
 
-    def log_rho(self, x) -> torch.Tensor:
+    def log_rho(self, x: ArrayLike) -> torch.Tensor:
         """(N, K) matrix ln ρ_ik of PRML 10.46 (with 10.64–10.66)."""
         x = self._x(x)
         u = precision_cholesky(chol=self.W_inv_cholesky)  # W_k = U_k U_kᵀ
@@ -202,11 +223,11 @@ class VBPosterior:
         const = log_rho_const(self.alpha, self.beta, self.nu, self.log_det_W(), self.d)
         return const - 0.5 * self.nu * quad  # 10.46 with 10.64
 
-    def responsibilities(self, x) -> torch.Tensor:
+    def responsibilities(self, x: ArrayLike) -> torch.Tensor:
         """r_ik of PRML 10.49 for (new) data: the VB E-step."""
         return normalise_log(self.log_rho(x))[0]  # 10.49
 
-    def predictive_log_density(self, x) -> torch.Tensor:
+    def predictive_log_density(self, x: ArrayLike) -> torch.Tensor:
         """ln p(x̂ | X) per row (N,): the mixture of Student-t distributions of PRML 10.81,
 
         p(x̂ | X) = Σ_k (alpha_k / Σ_j alpha_j) St(x̂ | m_k, L_k, nu_k + 1 − D),
@@ -221,29 +242,33 @@ class VBPosterior:
         c = dof * self.beta / (1 + self.beta)  # L_k = c_k W_k, 10.82
         quad = c[:, None] * mahalanobis_sq(x, self.m, precision_cholesky(chol=self.W_inv_cholesky)).T  # (K, N)
         log_st = (
-            torch.lgamma(0.5 * (dof + d)) - torch.lgamma(0.5 * dof)
-            + 0.5 * (d * torch.log(c) + self.log_det_W()) - 0.5 * d * torch.log(dof * math.pi)
+            torch.lgamma(0.5 * (dof + d))
+            - torch.lgamma(0.5 * dof)
+            + 0.5 * (d * torch.log(c) + self.log_det_W())
+            - 0.5 * d * torch.log(dof * math.pi)
         )[:, None] - 0.5 * (dof + d)[:, None] * torch.log1p(quad / dof[:, None])  # B.68
         return torch.logsumexp(torch.log(self.expected_weights())[:, None] + log_st, 0)  # 10.81
 
     # --- draws -------------------------------------------------------------------------------------
-    def sample(self, num_samples: int = 1000, seed=None) -> dict:
+    def sample(self, num_samples: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
         """Draws from q; see :func:`sample_posterior`."""
         return sample_posterior(self, num_samples, seed)
 
-    def permute(self, perm) -> VBPosterior:
+    def permute(self, perm: ArrayLike) -> VBPosterior:
         perm = torch.as_tensor(perm, dtype=torch.long)
         if sorted(perm.tolist()) != list(range(self.k)):
             raise ValueError(f"perm must be a permutation of 0..{self.k - 1}, got {perm.tolist()}")
         return VBPosterior(self.alpha[perm], self.m[perm], self.beta[perm], self.nu[perm], self.W[perm])
 
     def __repr__(self) -> str:
-        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")  # noqa: E731
-        return (f"VBPosterior(K={self.k}, D={self.d},\n  alpha={fmt(self.alpha)},\n  m={fmt(self.m)},\n"
-                f"  beta={fmt(self.beta)},\n  nu={fmt(self.nu)})")
+        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")
+        return (
+            f"VBPosterior(K={self.k}, D={self.d},\n  alpha={fmt(self.alpha)},\n  m={fmt(self.m)},\n"
+            f"  beta={fmt(self.beta)},\n  nu={fmt(self.nu)})"
+        )
 
 
-def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed=None) -> dict:
+def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
     """Independent draws from q(α) q(μ, Λ) as numpy float64 arrays:
     ``alpha`` (S, K), ``mu`` (S, K, D), ``cov`` (S, K, D, D) with cov = Λ⁻¹.
 
@@ -266,8 +291,11 @@ def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed=None)
     eye = torch.eye(d, dtype=torch.float64).expand(s, k, d, d)
     b_inv = torch.linalg.solve_triangular(b, eye, upper=False)  # B⁻¹
     cov = b_inv.transpose(-1, -2) @ b_inv  # Σ = Λ⁻¹ = B⁻ᵀ B⁻¹
-    mu = posterior.m.double()[None] + (b_inv.transpose(-1, -2) @ torch.from_numpy(eps)[..., None])[..., 0] \
+    mu = (
+        posterior.m.double()[None]
+        + (b_inv.transpose(-1, -2) @ torch.from_numpy(eps)[..., None])[..., 0]
         / torch.sqrt(posterior.beta.double())[None, :, None]
+    )
     return {"alpha": alpha, "mu": mu.numpy(), "cov": (0.5 * (cov + cov.transpose(-1, -2))).numpy()}
 
 
@@ -282,23 +310,33 @@ def global_terms(post: VBPosterior, prior: NormalWishartPrior) -> torch.Tensor:
     dm = post.m - m0
     mahal = torch.einsum("kd,kde,ke->k", dm, post.W, dm)
     trace = torch.einsum("de,ked->k", w0_inv, post.W)  # Tr(W0⁻¹ W_k)
-    e_log_p_pi = log_dirichlet_norm(torch.full((k,), prior.alpha0, dtype=post.dtype)) \
-        + (prior.alpha0 - 1) * elog_pi.sum()  # 10.73
+    e_log_p_pi = (
+        log_dirichlet_norm(torch.full((k,), prior.alpha0, dtype=post.dtype)) + (prior.alpha0 - 1) * elog_pi.sum()
+    )  # 10.73
     log_b0 = prior.log_wishart_norm0(post.dtype)
     e_log_p_mu_lambda = (
-        0.5 * (d * math.log(prior.beta0 / (2 * math.pi)) + elog_det - d * prior.beta0 / post.beta
-               - prior.beta0 * post.nu * mahal).sum()
-        + k * log_b0 + 0.5 * (prior.nu0 - d - 1) * elog_det.sum() - 0.5 * (post.nu * trace).sum()
+        0.5
+        * (
+            d * math.log(prior.beta0 / (2 * math.pi))
+            + elog_det
+            - d * prior.beta0 / post.beta
+            - prior.beta0 * post.nu * mahal
+        ).sum()
+        + k * log_b0
+        + 0.5 * (prior.nu0 - d - 1) * elog_det.sum()
+        - 0.5 * (post.nu * trace).sum()
     )  # 10.74
     e_log_q_pi = ((post.alpha - 1) * elog_pi).sum() + log_dirichlet_norm(post.alpha)  # 10.76
-    entropy_lambda = (-log_wishart_norm(log_det_w, post.nu, d) - 0.5 * (post.nu - d - 1) * elog_det
-                      + 0.5 * post.nu * d)  # H[q(Λ_k)], B.82
-    e_log_q_mu_lambda = (0.5 * elog_det + 0.5 * d * torch.log(post.beta / (2 * math.pi)) - 0.5 * d
-                         - entropy_lambda).sum()  # 10.77
+    entropy_lambda = (
+        -log_wishart_norm(log_det_w, post.nu, d) - 0.5 * (post.nu - d - 1) * elog_det + 0.5 * post.nu * d
+    )  # H[q(Λ_k)], B.82
+    e_log_q_mu_lambda = (
+        0.5 * elog_det + 0.5 * d * torch.log(post.beta / (2 * math.pi)) - 0.5 * d - entropy_lambda
+    ).sum()  # 10.77
     return e_log_p_pi + e_log_p_mu_lambda - e_log_q_pi - e_log_q_mu_lambda
 
 
-def lower_bound(x, gamma, posterior: VBPosterior, prior: NormalWishartPrior) -> torch.Tensor:
+def lower_bound(x: ArrayLike, gamma: ArrayLike, posterior: VBPosterior, prior: NormalWishartPrior) -> torch.Tensor:
     """The full variational lower bound L(q) of PRML 10.70, term by term (10.71–10.77), for any
     q(Z) = Π_i Cat(gamma_i) and any ``posterior`` q(α) q(μ, Λ), with every constant:
 
@@ -316,7 +354,16 @@ def lower_bound(x, gamma, posterior: VBPosterior, prior: NormalWishartPrior) -> 
     return data_terms + global_terms(posterior, prior)
 
 
-def bound_after_m_step(entropy, alpha, beta, nu, log_det_w, const, n, d) -> torch.Tensor:
+def bound_after_m_step(
+    entropy: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    nu: torch.Tensor,
+    log_det_w: torch.Tensor,
+    const: torch.Tensor,
+    n: int,
+    d: int,
+) -> torch.Tensor:
     """10.70–10.77 when q(α) q(μ, Λ) is the M-step optimum for the same r: the ln π̃ and ln Λ̃
     terms cancel, the trace terms sum to −½ nu_k D, leaving (scikit-learn's ``lower_bound_`` plus
     constants)
@@ -324,5 +371,11 @@ def bound_after_m_step(entropy, alpha, beta, nu, log_det_w, const, n, d) -> torc
         L = H[r] − (N D / 2) ln 2π + ln C(alpha0) − ln C(alpha) + (K D / 2) ln beta0 − (D/2) Σ ln beta_k
             + K ln B(W0, nu0) − Σ_k ln B(W_k, nu_k).
     """
-    return (entropy - 0.5 * n * d * LOG_2PI + const - log_dirichlet_norm(alpha)
-            - 0.5 * d * torch.log(beta).sum() - log_wishart_norm(log_det_w, nu, d).sum())
+    return (
+        entropy
+        - 0.5 * n * d * LOG_2PI
+        + const
+        - log_dirichlet_norm(alpha)
+        - 0.5 * d * torch.log(beta).sum()
+        - log_wishart_norm(log_det_w, nu, d).sum()
+    )

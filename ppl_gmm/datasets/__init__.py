@@ -7,13 +7,18 @@
 
 Provenance: ``data/PROVENANCE.md`` beside this file.
 """
+
 from __future__ import annotations
 
 import csv
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..core.params import GMMParams
 
 __all__ = ["load_old_faithful", "load_galaxies", "make_mixture", "read_csv"]
 
@@ -39,7 +44,7 @@ def load_galaxies() -> np.ndarray:
     return _read("galaxies.csv")[1][:, 0] / 1000.0
 
 
-def make_mixture(n: int, params, seed=None):
+def make_mixture(n: int, params: GMMParams, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw (x, z) from the generative process α → Z → X (eq. 15).
 
     z_i ~ Categorical(α), x_i | z_i = k ~ N(μ_k, Σ_k).  Returns x (n, D) float

@@ -38,6 +38,7 @@ From these statistics alone:
 eq. 26 at Θ' is the Σ lse of the *next* pass, so each iteration costs one pass; the
 closing E-step is one more, and it writes γ (N, K) instead of accumulating statistics.
 """
+
 from __future__ import annotations
 
 import functools
@@ -80,7 +81,15 @@ class Theta:
     which sets their round-off level (see :func:`_cholesky`); default diag(Σ_k).
     """
 
-    def __init__(self, alpha, mu, cov, data_scale, dtype, scale=None):
+    def __init__(
+        self,
+        alpha: torch.Tensor,
+        mu: torch.Tensor,
+        cov: torch.Tensor,
+        data_scale: torch.Tensor,
+        dtype: torch.dtype,
+        scale: torch.Tensor | None = None,
+    ) -> None:
         self.alpha, self.mu, self.cov = alpha, mu, cov
         k, d = mu.shape
         self.chol = _cholesky(cov, mu, scale, data_scale, dtype)  # Σ_k = L_k L_kᵀ
@@ -138,8 +147,8 @@ class _Workspace:
     """Per-block buffers as views into flat storage sized for the largest block, so a
     shorter last block reuses the same memory (each view is contiguous)."""
 
-    def __init__(self, store, n, k, d):
-        def view(name, *shape):
+    def __init__(self, store: dict[str, torch.Tensor], n: int, k: int, d: int) -> None:
+        def view(name: str, *shape: int) -> torch.Tensor:
             return store[name][: math.prod(shape)].view(*shape)
 
         self.y = view("y", k * d, n)  # whitened residuals, row k·D + d
@@ -163,7 +172,7 @@ class _Workspace:
 class Stats:
     """Accumulated (float64) statistics of one pass."""
 
-    def __init__(self, k, d, raw):
+    def __init__(self, k: int, d: int, raw: bool) -> None:
         self.lse = torch.zeros((), dtype=_F64)  # Σ_i lse_i = eq. 26
         self.n_k = torch.zeros(k, dtype=_F64)
         self.a_k = torch.zeros(k, dtype=_F64)  # Σ_i γ_ik ‖y_ik‖²
@@ -171,7 +180,7 @@ class Stats:
         self.g = torch.zeros(k, d, d, dtype=_F64)  # shifted: Σ_i γ_ik y_ikᵀ y_ik
         # raw: [Σ_i γ_ik x̃_i | Σ_i γ_ik x̃_id x̃_ie (d ≤ e)]
         self.raw = torch.zeros(k, d + d * (d + 1) // 2, dtype=_F64) if raw else None
-        self.shifted = None  # LongTensor of the components with shifted moments
+        self.shifted: torch.Tensor | None = None  # LongTensor of the components with shifted moments
 
 
 def _acc(acc, value):
@@ -182,7 +191,7 @@ class Engine:
     """Holds the centred data, transposed and augmented with a row of ones: x̃ᵀ (D + 1, N),
     so that y = [U_kᵀ | −U_kᵀμ_k] x̃_augᵀ is one GEMM per block, and the per-block buffers."""
 
-    def __init__(self, x, shift, k, block=None):
+    def __init__(self, x: torch.Tensor, shift: torch.Tensor, k: int, block: int | None = None) -> None:
         self.n, self.d = x.shape
         self.k = k
         self.dtype = x.dtype
@@ -200,7 +209,7 @@ class Engine:
         else:
             sizes["yw"] = k * d * b
         self._store = {name: torch.empty(size, dtype=self.dtype) for name, size in sizes.items()}
-        self._ws = {}
+        self._ws: dict[int, _Workspace] = {}
 
     def _workspace(self, n):
         ws = self._ws.get(n)
@@ -208,7 +217,7 @@ class Engine:
             ws = self._ws[n] = _Workspace(self._store, n, self.k, self.d)
         return ws
 
-    def run_pass(self, th: Theta, stats: bool = True, gamma_out=None) -> Stats:
+    def run_pass(self, th: Theta, stats: bool = True, gamma_out: torch.Tensor | None = None) -> Stats:
         """E-step at Θ over all rows (eq. 20), Σ lse (eq. 26) and, if ``stats``, the M-step's
         sufficient statistics.  ``gamma_out`` (N, K), if given, receives γ."""
         k, d = self.k, self.d
@@ -237,7 +246,7 @@ class Engine:
             # γ_ik = exp(ℓ_ik − max_j ℓ_ij) / Σ_k (…)   (eq. 20).  Exponents below log(tiny) would give
             # subnormals (slow, and < 1e-307 anyway): they are clamped, then set to exactly 0.
             lw.sub_(w.m).clamp_(min=self.floor).exp_()
-            torch.nn.functional.threshold_(lw, self.floor_exp, 0.0)
+            torch.nn.functional.threshold_(lw, self.floor_exp, 0.0)  # type: ignore[attr-defined]
             torch.sum(lw, 0, out=w.s)
             lw.mul_(w.s.reciprocal_())
             st.lse += w.m.sum(dtype=_F64) - w.s.log_().sum(dtype=_F64)  # Σ_i lse_i, eq. 26
@@ -258,7 +267,7 @@ class Engine:
                 ywj = torch.mul(y3[j], lw[j])
                 st.t[j] += ywj.sum(1, dtype=_F64)
                 _acc(st.g[j], ywj @ y3[j].T)
-            if raw:
+            if st.raw is not None:
                 w.feat_x.copy_(xb[:d])
                 for j in range(d):
                     torch.mul(xb[j : j + 1], xb[j:d], out=w.feat_rows[j])  # x̃_j x̃_e, e ≥ j
@@ -276,7 +285,9 @@ class Engine:
 # --------------------------------------------------------------------------------------------
 # M-step and ELBO from the statistics
 # --------------------------------------------------------------------------------------------
-def m_step_from_stats(st: Stats, th: Theta, covariance_type: str, reg_covar: float, dtype):
+def m_step_from_stats(
+    st: Stats, th: Theta, covariance_type: str, reg_covar: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(α', μ', Σ', S, m) from one pass's statistics (eq. 21 / 28), all float64, centred.
 
     S_k = Σ_i γ_ik (x̃_i − μ_k')ᵀ(x̃_i − μ_k'); m (K, D) is the per-feature second moment
@@ -299,7 +310,7 @@ def m_step_from_stats(st: Stats, th: Theta, covariance_type: str, reg_covar: flo
     else:
         moment = torch.empty(k, d, dtype=_F64)
     idx = st.shifted
-    if idx.numel():
+    if idx is not None and idx.numel():
         v = th.chol[idx].transpose(-1, -2)  # U_k⁻¹ = L_kᵀ
         nk = n_k[idx]
         dy = st.t[idx] / nk[:, None]  # mean offset in whitened units
@@ -332,5 +343,3 @@ def entropy_from_stats(st: Stats, th: Theta) -> torch.Tensor:
 def elbo_from_stats(st: Stats, scatter: torch.Tensor, th: Theta, new: Theta) -> torch.Tensor:
     """eq. 18 at (γ of the pass at Θ = ``th``, Θ' = ``new``) from the statistics of that pass."""
     return expected_log_joint_from_stats(st.n_k, scatter, new.alpha, new.prec_chol) + entropy_from_stats(st, th)
-
-

@@ -47,7 +47,17 @@ def design_t(mc: torch.Tensor, wt: torch.Tensor, c: torch.Tensor, iu: torch.Tens
     return torch.cat([pair, lin, const[:, None]], 1)
 
 
-def scan(xc, k, *, design=None, feats_t=None, iu=None, exact=None, want_stats=True, block_rows=None):
+def scan(
+    xc: torch.Tensor,
+    k: int,
+    *,
+    design: torch.Tensor | None = None,
+    feats_t: torch.Tensor | None = None,
+    iu: torch.Tensor | None = None,
+    exact: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    want_stats: bool = True,
+    block_rows: int | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One pass over the rows: ln ρ (10.46), r (10.49), H[r] = −Σ r ln r, Σ_i ln Σ_k ρ_ik, and
     T = r φ (K, P) when ``design`` is used. ``exact=(m_c, √ν U, c)`` selects the exact E-step.
     ``block_rows`` defaults to ``SCAN_ROWS``. Returns (list of r-blocks (K, b), T or None, H, Σ lse)."""
@@ -56,11 +66,12 @@ def scan(xc, k, *, design=None, feats_t=None, iu=None, exact=None, want_stats=Tr
     blocks = []
     entropy = torch.zeros((), dtype=xc.dtype)
     lse = torch.zeros((), dtype=xc.dtype)
-    stats = torch.zeros(k, design.shape[1], dtype=xc.dtype) if (want_stats and exact is None) else None
+    # the ignores below: without ``exact`` the caller gives ``design`` and ``iu`` (or ``feats_t``)
+    stats = torch.zeros(k, design.shape[1], dtype=xc.dtype) if (want_stats and exact is None) else None  # type: ignore[union-attr]
     for s in range(0, n, block_rows):
         if exact is None:
-            ph = feats_t[:, s : s + block_rows] if feats_t is not None else features_t(xc[s : s + block_rows], iu)
-            z = design @ ph  # ln ρ, 10.46 with 10.64–10.66
+            ph = feats_t[:, s : s + block_rows] if feats_t is not None else features_t(xc[s : s + block_rows], iu)  # type: ignore[arg-type]
+            z = design @ ph  # type: ignore[operator]  # ln ρ, 10.46 with 10.64–10.66
         else:
             mc, u, c = exact
             z = mahalanobis_sq(xc[s : s + block_rows], mc, u).T.mul_(-0.5).add_(c[:, None])
@@ -73,7 +84,9 @@ def scan(xc, k, *, design=None, feats_t=None, iu=None, exact=None, want_stats=Tr
     return blocks, stats, entropy, lse
 
 
-def m_step_from_stats(t, prior: NormalWishartPrior, m0c, w0_inv, iu, d) -> ConjugateStats:
+def m_step_from_stats(
+    t: torch.Tensor, prior: NormalWishartPrior, m0c: torch.Tensor, w0_inv: torch.Tensor, iu: torch.Tensor, d: int
+) -> ConjugateStats:
     """The conjugate update (10.58, 10.60–10.63) from T = r φ, centred coordinates; the scatter
     about m_k from the raw moments: Q − s mᵀ − m sᵀ + N_k m mᵀ."""
     npair = iu.shape[1]
@@ -83,14 +96,14 @@ def m_step_from_stats(t, prior: NormalWishartPrior, m0c, w0_inv, iu, d) -> Conju
     q[:, iu[0], iu[1]] = t[:, :npair]
     q[:, iu[1], iu[0]] = t[:, :npair]  # Σ_i r_ik x_c,i x_c,iᵀ
 
-    def scatter(m):
+    def scatter(m: torch.Tensor) -> torch.Tensor:
         sm = s[:, :, None] * m[:, None, :]
         return q - sm - sm.transpose(1, 2) + n_k[:, None, None] * m[:, :, None] * m[:, None, :]
 
     return conjugate_update(prior, n_k, s, scatter, m0c, w0_inv)
 
 
-def e_terms(st: ConjugateStats, chol: torch.Tensor, d: int):
+def e_terms(st: ConjugateStats, chol: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_k, √ν_k U_k, ln |W_k|): the constant of ln ρ (``log_rho_const``) and the whitener of
     ν_k W_k = (√ν_k U_k)(√ν_k U_k)ᵀ, from the Cholesky factors of W_k⁻¹."""
     log_det_w = -log_det_from_cholesky(chol)  # ln |W_k| = −ln |W_k⁻¹|

@@ -25,12 +25,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 
 from ..core.errors import DivergenceError
 from ..core.rng import spawn_seeds
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 __all__ = ["AscentProblem", "AscentRun", "fit_ascent", "best_of_restarts", "progress_bar"]
 
@@ -88,7 +91,7 @@ class AscentRun(Generic[S]):
         return out
 
 
-def progress_bar(progress: bool, desc: str):
+def progress_bar(progress: bool, desc: str) -> tqdm | None:
     """A tqdm bar that counts iterations (no total: fits stop when they converge), or None."""
     if not progress:
         return None
@@ -104,8 +107,9 @@ def _not_finite(it: int, name: str) -> str:
     )
 
 
-def fit_ascent(problem: AscentProblem[S], *, max_iter: int, tol: float, progress: bool = False,
-               desc: str = "EM") -> AscentRun[S]:
+def fit_ascent(
+    problem: AscentProblem[S], *, max_iter: int, tol: float, progress: bool = False, desc: str = "EM"
+) -> AscentRun[S]:
     """Run ``problem`` to convergence or ``max_iter`` iterations (module docstring)."""
     start = time.perf_counter()
     state, prev = problem.start(final=max_iter == 0)

@@ -43,8 +43,9 @@ class CAVIProblem:
 
     name = "eq. 18"
 
-    def __init__(self, x: torch.Tensor, params0: GMMParams, covariance_type: str, reg_covar: float,
-                 block: int | None = None):
+    def __init__(
+        self, x: torch.Tensor, params0: GMMParams, covariance_type: str, reg_covar: float, block: int | None = None
+    ) -> None:
         self.n, d = x.shape
         self.k = params0.k
         self.dtype = x.dtype
@@ -68,6 +69,7 @@ class CAVIProblem:
 
     def m_step(self, state: _State) -> tuple[_State, torch.Tensor]:
         st, th = state.stats, state.theta
+        assert st is not None, "m_step after the closing E-step"
         alpha, mu, cov, scatter, moment = m_step_from_stats(st, th, self.covariance_type, self.reg_covar, self.dtype)
         new = Theta(alpha, mu, cov, self.data_scale, self.dtype, scale=moment)  # eq. 21 / 28
         return _State(new, st, state.lse), elbo_from_stats(st, scatter, th, new)  # eq. 18 at (γ_{t−1}, Θ_t)

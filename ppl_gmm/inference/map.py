@@ -30,6 +30,7 @@ the prior's mode, and ln Dir is evaluated on the face of the active components. 
 non-decreasing for alpha0 ≥ 1; with alpha0 < 1 it can drop at the iteration that switches a
 component off (where eq. 18 at the previous γ is −∞, so that entry is ln p(X | Θ_t) + ln p(Θ_t)).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class MAPProblem:
 
     name = "eq. 18 + ln p(Θ)"
 
-    def __init__(self, x: torch.Tensor, params0: GMMParams, prior: NormalWishartPrior, reg_covar: float):
+    def __init__(self, x: torch.Tensor, params0: GMMParams, prior: NormalWishartPrior, reg_covar: float) -> None:
         self.x, self.n = x, x.shape[0]
         self.params0, self.prior, self.reg_covar = params0, prior, reg_covar
         self.m0, _, self.w0_inv = prior.cast(x.dtype)
@@ -176,6 +177,4 @@ def fit_map(
         )
     seed = resolve_seed(seed)
     with limited_threads(x.shape[0] * k * x.shape[1]):
-        return best_of_restarts(
-            lambda s: _run(x, k, prior, init, s, max_iter, tol, reg_covar, progress), seed, n_init
-        )
+        return best_of_restarts(lambda s: _run(x, k, prior, init, s, max_iter, tol, reg_covar, progress), seed, n_init)

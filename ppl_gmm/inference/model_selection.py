@@ -15,15 +15,18 @@ method="loo"   PSIS-LOO expected log predictive density from NUTS (``inference.n
 The prior for "vb" and "loo" is ``default_prior(x, k)`` unless ``prior`` is given (a
 NormalWishartPrior for every K, or a callable k -> prior).
 """
+
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..core.priors import NormalWishartPrior, default_prior
 from ..core.rng import resolve_seed, spawn_seeds
 from ..core.threads import limited_threads
-from ..core.validation import as_data, check_int
+from ..core.validation import ArrayLike, as_data, check_int
 from ..results.selection import SelectionTable
 from .ascent import best_of_restarts
 from .cavi import fit_cavi
@@ -48,7 +51,7 @@ def _check_ks(ks, n: int) -> list:
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise TypeError(f"every k in ks must be an integer, got {k!r}")
-        if not 1 <= k <= n:
+        if not 1 <= int(k) <= n:
             raise ValueError(f"k = {k} is outside 1..N = 1..{n}: the data support at most {n} components")
         out.append(int(k))
     if len(set(out)) != len(out):
@@ -61,8 +64,9 @@ def _prior_for(x, k, prior):
         return default_prior(x, k)
     p = prior(k) if callable(prior) and not isinstance(prior, NormalWishartPrior) else prior
     if not isinstance(p, NormalWishartPrior):
-        raise TypeError("prior must be a NormalWishartPrior or a callable k -> NormalWishartPrior, "
-                        f"got {type(p).__name__}")
+        raise TypeError(
+            f"prior must be a NormalWishartPrior or a callable k -> NormalWishartPrior, got {type(p).__name__}"
+        )
     p.check_data(x)
     return p
 
@@ -70,8 +74,13 @@ def _prior_for(x, k, prior):
 def _row_bic(x, k, seed, n_init, progress, kwargs) -> dict:
     fit = fit_cavi(x, k, n_init=n_init, seed=seed, progress=progress, **kwargs)
     ll = float(fit.log_likelihood[-1])
-    return {"k": k, "bic": fit.bic(x), "log_likelihood": ll, "n_params": fit.n_parameters(),
-            "converged": bool(fit.converged)}
+    return {
+        "k": k,
+        "bic": fit.bic(x),
+        "log_likelihood": ll,
+        "n_params": fit.n_parameters(),
+        "converged": bool(fit.converged),
+    }
 
 
 def _row_vb(x, k, seed, n_init, progress, prior, kwargs) -> dict:
@@ -79,8 +88,14 @@ def _row_vb(x, k, seed, n_init, progress, prior, kwargs) -> dict:
     best = best_of_restarts(lambda s: fit_vb(x, k, p, seed=s, progress=progress, **kwargs), seed, n_init)
     bound = float(best.elbo[-1])
     log_k_factorial = math.lgamma(k + 1)
-    return {"k": k, "log_evidence": bound + log_k_factorial, "elbo": bound, "ln_k_factorial": log_k_factorial,
-            "n_effective": best.n_effective(), "converged": bool(best.converged)}
+    return {
+        "k": k,
+        "log_evidence": bound + log_k_factorial,
+        "elbo": bound,
+        "ln_k_factorial": log_k_factorial,
+        "n_effective": best.n_effective(),
+        "converged": bool(best.converged),
+    }
 
 
 def _row_loo(x, k, seed, progress, prior, kwargs) -> dict:
@@ -90,7 +105,17 @@ def _row_loo(x, k, seed, progress, prior, kwargs) -> dict:
     return {"k": k, "elpd_loo": result.elpd_loo, "se": result.se, "p_loo": result.p_loo, "n_high_k": result.n_high_k}
 
 
-def select_k(x, ks, *, method="bic", seed=None, n_init=3, prior=None, progress=False, **fit_kwargs) -> SelectionTable:
+def select_k(
+    x: ArrayLike,
+    ks: int | Iterable[int],
+    *,
+    method: str = "bic",
+    seed: int | None = None,
+    n_init: int = 3,
+    prior: NormalWishartPrior | Callable[[int], NormalWishartPrior] | None = None,
+    progress: bool = False,
+    **fit_kwargs: Any,
+) -> SelectionTable:
     """Fit every K in ``ks`` and tabulate the criterion of ``method`` (module docstring).
 
     ``seed`` fixes everything: K number j uses the j-th child seed of ``seed``.  ``n_init``

@@ -25,10 +25,12 @@ Divergent transitions are counted (``attrs["num_divergences"]``, ``sample_stats.
 reported with a ``RuntimeWarning``; they are never hidden.  ``arviz_io.summary(idata)`` gives
 ArviZ's R-hat and ESS; ``attrs`` holds the worst of them.
 """
+
 from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import pyro
@@ -65,8 +67,17 @@ class _RecordingNUTS(NUTS):
     acceptance_rate (the mean acceptance statistic of the trajectory, as Pyro adapts on), step_size
     and lp (−potential energy: the log density on the unconstrained space, Jacobian included)."""
 
-    def setup(self, warmup_steps, *args, **kwargs):
-        self.record = {name: [] for name in sample_stat_names}  # MCMC's cleanup() resets the kernel, not this
+    _energy: float
+    _n_steps: int
+    _doublings: int
+    _diverging: bool
+    _sum_accept: float
+    _num_proposals: int
+
+    def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+        self.record: dict[str, list] = {
+            name: [] for name in sample_stat_names
+        }  # MCMC's cleanup() resets the kernel, not this
         self._depth = 0
         self.leapfrog_total = 0  # warmup included
         return super().setup(warmup_steps, *args, **kwargs)
@@ -95,11 +106,11 @@ class _RecordingNUTS(NUTS):
             self._num_proposals += int(tree.num_proposals)
         return tree
 
-    def sample(self, params):
+    def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         self._energy, self._n_steps, self._doublings = float("nan"), 0, 0
         self._diverging, self._sum_accept, self._num_proposals = False, 0.0, 0
         z = super().sample(params)
-        if self._t > self._warmup_steps:  # a post-warmup draw
+        if self._t > self._warmup_steps:  # type: ignore[operator]  # a post-warmup draw
             rec = self.record
             rec["diverging"].append(self._diverging)
             rec["energy"].append(self._energy)
@@ -107,7 +118,7 @@ class _RecordingNUTS(NUTS):
             rec["n_steps"].append(self._n_steps)
             rec["acceptance_rate"].append(self._sum_accept / max(self._num_proposals, 1))
             rec["step_size"].append(float(self.step_size))
-            rec["lp"].append(-float(self._potential_energy_last))
+            rec["lp"].append(-float(self._potential_energy_last))  # type: ignore[arg-type]
         return z
 
 
@@ -124,8 +135,10 @@ def _check_args(x, k, prior, num_samples, warmup_steps, num_chains, target_accep
     if not target_accept_prob < 1:
         raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob}")
     if prior.nu0 <= x.shape[1]:
-        raise ValueError(f"fit_nuts starts each chain at fit_map's estimate, which needs nu0 > D = {x.shape[1]}; "
-                         f"got nu0 = {prior.nu0}")
+        raise ValueError(
+            f"fit_nuts starts each chain at fit_map's estimate, which needs nu0 > D = {x.shape[1]}; "
+            f"got nu0 = {prior.nu0}"
+        )
     return x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth
 
 
@@ -139,12 +152,19 @@ def _start(x, k, prior, seed):
     return values, p
 
 
-def _run_chain(x, k, prior, values, seed, num_samples, warmup_steps, target_accept_prob, max_tree_depth, jit,
-               progress, chain):
+def _run_chain(
+    x, k, prior, values, seed, num_samples, warmup_steps, target_accept_prob, max_tree_depth, jit, progress, chain
+):
     pyro.set_rng_seed(seed)
-    kernel = _RecordingNUTS(bayes_gmm_model, max_plate_nesting=1, target_accept_prob=target_accept_prob,
-                            max_tree_depth=max_tree_depth, jit_compile=jit, ignore_jit_warnings=True,
-                            init_strategy=init_to_value(values=values))
+    kernel = _RecordingNUTS(
+        bayes_gmm_model,
+        max_plate_nesting=1,
+        target_accept_prob=target_accept_prob,
+        max_tree_depth=max_tree_depth,
+        jit_compile=jit,
+        ignore_jit_warnings=True,
+        init_strategy=init_to_value(values=values),
+    )
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Singular sample detected.*")
@@ -155,14 +175,27 @@ def _run_chain(x, k, prior, values, seed, num_samples, warmup_steps, target_acce
                 raise DegeneratePosteriorError(
                     f"NUTS chain {chain} could not evaluate the posterior density ({err}): the posterior is "
                     "numerically degenerate. Standardise the data, use fewer components, or a prior with a "
-                    "larger W0⁻¹ (e.g. default_prior(x, k))") from None
+                    "larger W0⁻¹ (e.g. default_prior(x, k))"
+                ) from None
             raise
     samples = {name: v.detach().double().numpy() for name, v in mcmc.get_samples().items()}
     return samples, {**kernel.record, "leapfrog_total": kernel.leapfrog_total}
 
 
-def fit_nuts(x, k, prior=None, *, num_samples=1000, warmup_steps=500, num_chains=1, seed=None, progress=False,
-             target_accept_prob=0.8, max_tree_depth=10, jit=True):
+def fit_nuts(
+    x: ArrayLike,
+    k: int,
+    prior: NormalWishartPrior | None = None,
+    *,
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int = 1,
+    seed: int | None = None,
+    progress: bool = False,
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    jit: bool = True,
+) -> arviz_io.InferenceData:
     """NUTS over (α, μ, Λ) with Z enumerated out; returns an ``arviz.InferenceData``.
 
     Groups: ``posterior`` — alpha (chain, draw, component), mu (…, component, feature),
@@ -179,22 +212,26 @@ def fit_nuts(x, k, prior=None, *, num_samples=1000, warmup_steps=500, num_chains
     RuntimeWarning and are counted in attrs.  The data's dtype is kept (float64 by default).
     """
     x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth = _check_args(
-        x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth)
+        x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth
+    )
     seed = resolve_seed(seed)
     with limited_threads(), preserved_global_rng():  # tiny tensors: threads only add spin-wait overhead
-        idata = _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob,
-                     max_tree_depth, jit)
+        idata = _fit(
+            x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob, max_tree_depth, jit
+        )
     num_div = idata.attrs["num_divergences"]
     if num_div:
         warnings.warn(
             f"NUTS: {num_div} of {num_chains * num_samples} post-warmup transitions diverged (see "
             "idata.sample_stats.diverging); the draws near those regions may be biased. Raise target_accept_prob "
-            "(e.g. 0.95), use more warmup, or a more informative prior.", RuntimeWarning, stacklevel=2)
+            "(e.g. 0.95), use more warmup, or a more informative prior.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return idata
 
 
-def _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob, max_tree_depth,
-         jit):
+def _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob, max_tree_depth, jit):
     chain_root, ppc_seed = spawn_seeds(seed, 2)
     chain_seeds = spawn_seeds(chain_root, num_chains)
     start = time.perf_counter()
@@ -203,8 +240,9 @@ def _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, tar
         values, start_params = _start(x, k, prior, s)
         if reference is None:
             reference = start_params
-        samples, record = _run_chain(x, k, prior, values, s, num_samples, warmup_steps, target_accept_prob,
-                                     max_tree_depth, jit, progress, c)
+        samples, record = _run_chain(
+            x, k, prior, values, s, num_samples, warmup_steps, target_accept_prob, max_tree_depth, jit, progress, c
+        )
         draws.append(samples)
         stats.append(record)
     wall = time.perf_counter() - start
@@ -212,9 +250,11 @@ def _fit(x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, tar
     mu = np.stack([d["mu"] for d in draws])
     cov = _covariances(np.stack([d["Lambda"] for d in draws]))
     c, s = num_chains, num_samples
-    flat = lambda a: a.reshape((c * s,) + a.shape[2:])  # noqa: E731
-    a_r, m_r, c_r, perms = relabel(flat(alpha), flat(mu), flat(cov), reference.mu.double().numpy(),
-                                   reference.cov.double().numpy())
+    flat = lambda a: a.reshape((c * s,) + a.shape[2:])
+    assert reference is not None  # num_chains >= 1
+    a_r, m_r, c_r, perms = relabel(
+        flat(alpha), flat(mu), flat(cov), reference.mu.double().numpy(), reference.cov.double().numpy()
+    )
     posterior = {"alpha": a_r.reshape(alpha.shape), "mu": m_r.reshape(mu.shape), "cov": c_r.reshape(cov.shape)}
     sample_stats = {name: np.array([st[name] for st in stats]) for name in sample_stat_names}
     attrs = {
@@ -241,14 +281,35 @@ def _covariances(lam: np.ndarray) -> np.ndarray:
         raise DegeneratePosteriorError(
             f"a NUTS draw of component {comp}'s precision matrix is not positive definite (or not finite): the "
             "posterior is numerically degenerate. Standardise the data, use fewer components, or a prior with a "
-            "larger W0⁻¹ (e.g. default_prior(x, k))", comp)
+            "larger W0⁻¹ (e.g. default_prior(x, k))",
+            comp,
+        )
     return inverse_from_cholesky(chol).numpy()
 
 
-def loo_elpd(x, k, prior=None, seed=None, *, num_samples=1000, warmup_steps=500, num_chains=1, progress=False,
-             **nuts_kwargs):
+def loo_elpd(
+    x: ArrayLike,
+    k: int,
+    prior: NormalWishartPrior | None = None,
+    seed: int | None = None,
+    *,
+    num_samples: int = 1000,
+    warmup_steps: int = 500,
+    num_chains: int = 1,
+    progress: bool = False,
+    **nuts_kwargs: Any,
+) -> arviz_io.LooResult:
     """PSIS-LOO expected log predictive density of the K-component Bayesian GMM: ``fit_nuts`` then
     ``arviz_io.loo``.  Returns a tuple (elpd_loo, se) with ``.p_loo``, ``.pareto_k``, ``.n_high_k``."""
-    idata = fit_nuts(x, k, prior, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
-                     seed=seed, progress=progress, **nuts_kwargs)
+    idata = fit_nuts(
+        x,
+        k,
+        prior,
+        num_samples=num_samples,
+        warmup_steps=warmup_steps,
+        num_chains=num_chains,
+        seed=seed,
+        progress=progress,
+        **nuts_kwargs,
+    )
     return arviz_io.loo(idata)

@@ -23,6 +23,7 @@ inside the fit by default (each feature centred and divided by its standard devi
 so that one learning rate suits every feature; results are mapped back to the data's units
 and the reported ELBO includes the Jacobian term, L_data = L_std − N Σ_d log s_d, exactly.
 """
+
 from __future__ import annotations
 
 import time
@@ -85,7 +86,7 @@ def _svi_guide(x, *args, k, subsample, natural):
 class _Scaling:
     """x_s = (x − m) / s per feature; Θ maps as μ_s = (μ − m)/s, L_s = diag(1/s) L."""
 
-    def __init__(self, x: torch.Tensor, standardize: bool):
+    def __init__(self, x: torch.Tensor, standardize: bool) -> None:
         d = x.shape[1]
         if standardize:
             self.m = x.mean(0)
@@ -96,13 +97,13 @@ class _Scaling:
             self.s = torch.ones(d, dtype=x.dtype)
         self.log_jacobian_per_point = -float(torch.log(self.s).sum())  # log N(x) = log N(x_s) − Σ log s_d
 
-    def data(self, x):
+    def data(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.m) / self.s
 
-    def to_std(self, params: GMMParams):
+    def to_std(self, params: GMMParams) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return params.alpha, (params.mu - self.m) / self.s, params.scale_tril / self.s[:, None]
 
-    def to_data(self, alpha, mu_s, scale_tril_s) -> GMMParams:
+    def to_data(self, alpha: torch.Tensor, mu_s: torch.Tensor, scale_tril_s: torch.Tensor) -> GMMParams:
         scale_tril = scale_tril_s * self.s[:, None]
         cov = scale_tril @ scale_tril.transpose(-1, -2)
         return GMMParams(alpha, self.m + mu_s * self.s, 0.5 * (cov + cov.transpose(-1, -2)))
@@ -132,8 +133,16 @@ def _run(x, k, params0, gamma0, seed, opt: _Options, progress, start):
     """The SVI program of one fit; returns (params, gamma, elbos, lls, times, steps, n_iter, converged)."""
     n = x.shape[0]
     if opt.num_steps == 0:
-        return (params0, gamma0, [elbo(x, gamma0, params0)], [log_likelihood(x, params0)],
-                [time.perf_counter() - start], [0], 0, False)
+        return (
+            params0,
+            gamma0,
+            [elbo(x, gamma0, params0)],
+            [log_likelihood(x, params0)],
+            [time.perf_counter() - start],
+            [0],
+            0,
+            False,
+        )
     natural, subsample = opt.natural, opt.subsample_size is not None
     scaling = _Scaling(x, opt.standardize)
     xs = scaling.data(x)
@@ -145,7 +154,7 @@ def _run(x, k, params0, gamma0, seed, opt: _Options, progress, start):
     if not natural:
         tiny = torch.finfo(x.dtype).tiny  # the store keeps log γ: an underflowed γ_ik = 0 would be −inf
         pyro.param("gamma", gamma0.clamp_min(tiny), constraint=constraints.simplex)
-    optim = pyro.optim.ExponentialLR(
+    optim = pyro.optim.ExponentialLR(  # type: ignore[attr-defined]
         {"optimizer": torch.optim.Adam, "optim_args": {"lr": opt.lr}, "gamma": opt.lr_decay ** (1.0 / opt.num_steps)}
     )
     elbo_cls = JitTraceEnum_ELBO if opt.jit else TraceEnum_ELBO
@@ -154,7 +163,7 @@ def _run(x, k, params0, gamma0, seed, opt: _Options, progress, start):
     batches = _batches(n, opt.subsample_size, torch.Generator().manual_seed(seed)) if subsample else None
 
     def step(t: int) -> StepOut:
-        idx = next(batches) if subsample else None
+        idx = next(batches) if batches is not None else None
         record = not subsample or t % opt.eval_every == 0
         args = (xs,) if idx is None else (xs, idx)
         with torch.no_grad():
@@ -172,9 +181,18 @@ def _run(x, k, params0, gamma0, seed, opt: _Options, progress, start):
         entry = (torch.tensor(value + jacobian, dtype=x.dtype), torch.tensor(full[1] + jacobian, dtype=x.dtype))
         return StepOut(check=(loss, value, full[1]), record=entry, state=(alpha, mu, scale_tril))
 
-    run = run_svi(step, num_steps=opt.num_steps, n=n, initial_state=_store_values(), tol=opt.tol, window=opt.window,
-                  progress=progress, desc=f"SVI ({'natural' if natural else 'gradient'} local steps)",
-                  advice=_ADVICE, describe_state=lambda last: _last_finite(scaling, last))
+    run = run_svi(
+        step,
+        num_steps=opt.num_steps,
+        n=n,
+        initial_state=_store_values(),
+        tol=opt.tol,
+        window=opt.window,
+        progress=progress,
+        desc=f"SVI ({'natural' if natural else 'gradient'} local steps)",
+        advice=_ADVICE,
+        describe_state=lambda last: _last_finite(scaling, last),
+    )
     try:
         params = scaling.to_data(*_store_values())
     except ValueError as err:  # non-finite entries after the last step
@@ -212,8 +230,9 @@ def _last_finite(scaling, last):
         return None
 
 
-def _check_svi_args(n, num_steps, lr, lr_decay, tol, window, jit, subsample_size, local_updates, standardize,
-                    eval_every, reg_covar) -> _Options:
+def _check_svi_args(
+    n, num_steps, lr, lr_decay, tol, window, jit, subsample_size, local_updates, standardize, eval_every, reg_covar
+) -> _Options:
     """Validate every option before any work starts."""
     lr_decay = check_positive(lr_decay, "lr_decay")
     if lr_decay > 1:
@@ -299,8 +318,18 @@ def fit_svi(
     """
     x, k, init = check_fit_args(x, k, init, dtype)
     opt = _check_svi_args(
-        x.shape[0], num_steps, lr, lr_decay, tol, window, jit, subsample_size, local_updates, standardize,
-        eval_every, reg_covar,
+        x.shape[0],
+        num_steps,
+        lr,
+        lr_decay,
+        tol,
+        window,
+        jit,
+        subsample_size,
+        local_updates,
+        standardize,
+        eval_every,
+        reg_covar,
     )
     seed = resolve_seed(seed)
     start = time.perf_counter()

@@ -18,7 +18,7 @@ Its expectation is the same gradient, and at VB's optimum ln p(X, θ, ·) − ln
 VB optimum like a deterministic method.  ``stl=False`` is the textbook reparameterisation estimator,
 whose variance does not vanish at the optimum: Adam then jitters around it.
 
-How close to ``fit_vb`` (tests/test_svi_bayes.py, well-separated data): both maximise the same L over
+How close to ``fit_vb`` (tests/inference/test_svi_bayes.py, well-separated data): both maximise the same L over
 the same family, so they share their optima.  From a start ~100 nats below the optimum, 400 steps
 (lr 0.05) bring every factor parameter within ~1e-4 relative and the bound within ~2e-4 nats of
 fit_vb's; 500 steps reach ~1e-8.  What is left is only Adam's finite run (and which local optimum
@@ -31,10 +31,11 @@ after step t — directly comparable with ``fit_vb(...).elbo``, but, unlike VB's
 ``.info["elbo_estimate"]`` keeps SVI's own Monte-Carlo estimate −loss per step (exact over z,
 one draw of the globals: an unbiased, noisy estimate of the bound *before* that step's update).
 """
+
 from __future__ import annotations
 
 import functools
-import time
+from collections.abc import Mapping
 
 import pyro
 import torch
@@ -66,7 +67,7 @@ LRD = 0.1
 _ADVICE = "Lower lr, standardise the data, or start from fit_vb (init=fit_vb(x, k, prior).posterior)."
 
 
-def guide_posterior(store=None) -> tuple[VBPosterior, torch.Tensor]:
+def guide_posterior(store: Mapping[str, torch.Tensor] | None = None) -> tuple[VBPosterior, torch.Tensor]:
     """(VBPosterior, γ) from the guide's parameters: the current Pyro param store, or a dict."""
     get = (lambda name: store[name]) if store is not None else pyro.param
     with torch.no_grad():
@@ -146,9 +147,17 @@ def fit_svi_bayes(
             bound = lower_bound(x, gamma, post, prior)  # PRML 10.70-10.77, exact
             return StepOut(check=(loss, bound), record=(float(bound), -float(loss)), state=(post, gamma))
 
-        run = run_svi(step, num_steps=num_steps, n=x.shape[0], initial_state=guide_posterior(), progress=progress,
-                      desc="SVI (Bayes)", catch=(ValueError, RuntimeError), advice=_ADVICE,
-                      describe_state=lambda state: state[0])
+        run = run_svi(
+            step,
+            num_steps=num_steps,
+            n=x.shape[0],
+            initial_state=guide_posterior(),
+            progress=progress,
+            desc="SVI (Bayes)",
+            catch=(ValueError, RuntimeError),
+            advice=_ADVICE,
+            describe_state=lambda state: state[0],
+        )
     posterior, gamma = run.last_finite
     return VBFit(
         posterior=posterior,
@@ -160,6 +169,11 @@ def fit_svi_bayes(
         seed=seed,
         prior=prior,
         times=torch.tensor(run.times, dtype=torch.float64),
-        info={"elbo_estimate": [r[1] for r in run.records], "lr": lr, "lr_final": lr * LRD,
-              "num_particles": num_particles, "stl": stl},
+        info={
+            "elbo_estimate": [r[1] for r in run.records],
+            "lr": lr,
+            "lr_final": lr * LRD,
+            "num_particles": num_particles,
+            "stl": stl,
+        },
     )

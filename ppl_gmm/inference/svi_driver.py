@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyro
+import torch
 
 from ..core.errors import DivergenceError
 from ..core.rng import preserved_global_rng
@@ -39,7 +40,7 @@ class StepOut:
     state   what ``DivergenceError.last_finite`` carries if a later step diverges
     """
 
-    check: Sequence[float]
+    check: Sequence[float | torch.Tensor]
     record: tuple | None = None
     state: Any = None
 
@@ -56,9 +57,20 @@ class SVIRun:
     last_finite: Any = None
 
 
-def run_svi(step: Callable[[int], StepOut], *, num_steps: int, n: int, initial_state: Any = None,
-            tol: float = 0.0, window: int = 10, progress: bool = False, desc: str = "SVI",
-            catch: tuple = (), advice: str = "", describe_state: Callable[[Any], Any] = lambda s: s) -> SVIRun:
+def run_svi(
+    step: Callable[[int], StepOut],
+    *,
+    num_steps: int,
+    n: int,
+    initial_state: Any = None,
+    tol: float = 0.0,
+    window: int = 10,
+    progress: bool = False,
+    desc: str = "SVI",
+    catch: tuple = (),
+    advice: str = "",
+    describe_state: Callable[[Any], Any] = lambda s: s,
+) -> SVIRun:
     """Run ``step(0)``, ``step(1)``, … (module docstring). Exceptions of the types in ``catch``
     raised by a step (a parameter left its domain) are reported as divergence too.
     ``describe_state`` turns a step's ``state`` into what ``DivergenceError.last_finite`` carries."""
@@ -79,9 +91,11 @@ def run_svi(step: Callable[[int], StepOut], *, num_steps: int, n: int, initial_s
                 out, detail = None, f"{type(err).__name__}: {err}"[:300]
             if out is None or not all(math.isfinite(float(v)) for v in out.check):
                 raise DivergenceError(
-                    t + 1, describe_state(run.last_finite),
+                    t + 1,
+                    describe_state(run.last_finite),
                     f"SVI diverged at step {t + 1} ({detail}); the last finite state is attached as `.last_finite`. "
-                    + advice)
+                    + advice,
+                )
             run.last_finite = out.state
             if out.record is not None:
                 run.records.append(out.record)
@@ -106,8 +120,12 @@ def run_svi(step: Callable[[int], StepOut], *, num_steps: int, n: int, initial_s
 def pyro_session(seed: int) -> Iterator[None]:
     """A private Pyro parameter store, seeded global generators (restored on exit) and Pyro's
     validation off, for the duration of one fit."""
-    with preserved_global_rng(), pyro.get_param_store().scope(), pyro.validation_enabled(False), \
-            warnings.catch_warnings():
+    with (
+        preserved_global_rng(),
+        pyro.get_param_store().scope(),
+        pyro.validation_enabled(False),
+        warnings.catch_warnings(),
+    ):
         warnings.filterwarnings("ignore", message="Encountered NaN")  # reported as DivergenceError
         pyro.set_rng_seed(seed)
         yield

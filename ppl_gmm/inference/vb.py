@@ -1,6 +1,6 @@
 """Closed-form variational Bayes for the GMM (Bishop, PRML §10.2): CAVI over q(Z) q(α) q(μ, Λ).
 
-Model: the generative process of SPEC.md (eq. 15) under the conjugate prior
+Model: the generative process of ``docs/maths.md`` (eq. 15) under the conjugate prior
 ``NormalWishartPrior`` (PRML 10.39–10.40).  The mean-field family and its optimum
 (eq. 16 applied factor by factor) are
 
@@ -35,12 +35,14 @@ when a component lies so far from the data mean that this expansion could cost d
 Small fits run on one torch thread (``_threads.limited_threads``).  The posterior type, its
 expectations and the bound live in ``vb_posterior`` (re-exported here).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from ..core.gmm import entropy
 from ..core.init import initial_responsibilities
 from ..core.linalg import log_det_from_cholesky
 from ..core.params import GMMParams
@@ -71,7 +73,7 @@ class VBProblem:
 
     name = "the VB bound"
 
-    def __init__(self, x: torch.Tensor, k: int, prior: NormalWishartPrior, resp0_t: torch.Tensor):
+    def __init__(self, x: torch.Tensor, k: int, prior: NormalWishartPrior, resp0_t: torch.Tensor) -> None:
         self.n, self.d = x.shape
         self.k, self.prior = k, prior
         self.centre = x.mean(0)
@@ -103,7 +105,7 @@ class VBProblem:
 
     def start(self, final: bool) -> tuple[_State, float]:
         st, chol = self._exact_m_step(self.resp0_t)
-        prev = float(self._bound(-torch.special.xlogy(self.resp0_t, self.resp0_t).sum(), st, chol))
+        prev = float(self._bound(entropy(self.resp0_t), st, chol))  # H[r₀]: entropy is symmetric in γ, γᵀ
         return self._scan(st, chol, not final), prev
 
     def m_step(self, state: _State) -> tuple[_State, torch.Tensor]:

@@ -1,6 +1,6 @@
 """The Bayesian GMM in Pyro: the Dirichlet × Normal-Wishart prior as sample sites.
 
-The model is the generative process of SPEC.md (α → Z → X, eq. 15) with the
+The model is the generative process of ``docs/maths.md`` (α → Z → X, eq. 15) with the
 conjugate prior of Bishop, PRML eq. 10.39–10.40 (``priors.NormalWishartPrior``)::
 
     α            ~ Dir(alpha0 · 1_K)                       site "alpha"   (10.39)
@@ -36,7 +36,10 @@ live in (mean, spread) coordinates: E_q[α] and Σ alpha_k, E_q[Λ_k] = nu_k W_k
 
 Also here: :func:`log_joint`, the log density above evaluated by Pyro.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import pyro
 import pyro.distributions as dist
@@ -46,8 +49,8 @@ from pyro.distributions import constraints
 
 from ..core.init import initial_responsibilities
 from ..core.linalg import inverse_from_cholesky
-from ..core.priors import conjugate_update_from_data, resolve_prior
-from ..core.validation import as_data, check_k
+from ..core.priors import NormalWishartPrior, conjugate_update_from_data, resolve_prior
+from ..core.validation import ArrayLike, as_data, check_k
 from .transforms import Wishart
 
 __all__ = [
@@ -71,13 +74,18 @@ def _setup(x, k, prior):
     prior = resolve_prior(x, k, prior)
     dt = x.dtype
     w0 = prior.W0.to(dt)
-    return x, k, {
-        "alpha0": torch.full((k,), prior.alpha0, dtype=dt),
-        "m0": prior.m0.to(dt),
-        "beta0": torch.tensor(prior.beta0, dtype=dt),
-        "nu0": torch.tensor(prior.nu0, dtype=dt),
-        "W0_tril": torch.linalg.cholesky(w0),
-    }
+    return (
+        x,
+        k,
+        {
+            "alpha0": torch.full((k,), prior.alpha0, dtype=dt),
+            "m0": prior.m0.to(dt),
+            "beta0": torch.tensor(prior.beta0, dtype=dt),
+            "nu0": torch.tensor(prior.nu0, dtype=dt),
+            "W0_tril": torch.linalg.cholesky(w0),
+        },
+        prior,
+    )
 
 
 def _cov_from_precision(lam):
@@ -85,10 +93,10 @@ def _cov_from_precision(lam):
 
 
 # --- model and guide --------------------------------------------------------------------------
-def bayes_gmm_model(x, k, prior):
+def bayes_gmm_model(x: ArrayLike, k: int, prior: NormalWishartPrior | None) -> None:
     """The Bayesian GMM (module docstring): sites "alpha", "Lambda", "mu", "cov" (deterministic),
     "z" (enumerated in parallel) and observed "x"; plates "components" (K) and "data" (N)."""
-    x, k, c = _setup(x, k, prior)
+    x, k, c, _ = _setup(x, k, prior)
     n = x.shape[0]
     if k > 1:
         alpha = pyro.sample("alpha", dist.Dirichlet(c["alpha0"]))  # PRML 10.39
@@ -104,7 +112,7 @@ def bayes_gmm_model(x, k, prior):
         pyro.sample("x", dist.MultivariateNormal(mu[z], precision_matrix=lam[z]), obs=x)  # eq. 15
 
 
-def guide_constraints(d: int) -> dict:
+def guide_constraints(d: int) -> dict[str, constraints.Constraint]:
     """The constraint of each guide parameter (see :func:`bayes_meanfield_guide`)."""
     return {
         "q_pi": constraints.simplex,
@@ -117,7 +125,9 @@ def guide_constraints(d: int) -> dict:
     }
 
 
-def guide_values(alpha, m, beta, nu, W, gamma) -> dict:
+def guide_values(
+    alpha: torch.Tensor, m: torch.Tensor, beta: torch.Tensor, nu: torch.Tensor, W: torch.Tensor, gamma: ArrayLike
+) -> dict[str, torch.Tensor]:
     """Guide parameters for the factors Dir(alpha), N(m, (beta Λ)⁻¹) W(W, nu) and Cat(γ):
     q_pi = alpha / Σ alpha, q_alpha_sum = Σ alpha, q_Lambda_tril = chol(nu_k W_k) = chol(E[Λ_k])."""
     floor = torch.as_tensor(gamma).clamp_min(1e-12)  # the simplex transform needs every γ_ik > 0
@@ -133,7 +143,7 @@ def guide_values(alpha, m, beta, nu, W, gamma) -> dict:
     }
 
 
-def guide_factors(values) -> dict:
+def guide_factors(values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of :func:`guide_values`: alpha, m, beta, nu, W (and gamma) of the factors."""
     tril = values["q_Lambda_tril"]
     nu = values["q_nu"]
@@ -147,7 +157,7 @@ def guide_factors(values) -> dict:
     }
 
 
-def guide_init(x, gamma, prior) -> dict:
+def guide_init(x: ArrayLike, gamma: ArrayLike, prior: NormalWishartPrior) -> dict[str, torch.Tensor]:
     """The guide's parameters after one closed-form VB M-step from responsibilities γ (N, K)
     (``core.priors.conjugate_update``, PRML 10.58, 10.60–10.63), with ``gamma`` itself for q(Z)."""
     x = as_data(x)
@@ -172,7 +182,7 @@ def _site(name, fn, stl: bool, detached=None):
     return pyro.sample(name, dist.Delta(value, log_density=detached(value), event_dim=fn.event_dim))
 
 
-def bayes_meanfield_guide(x, k, prior, stl: bool = False):
+def bayes_meanfield_guide(x: ArrayLike, k: int, prior: NormalWishartPrior | None, stl: bool = False) -> None:
     """Mean-field guide q(α) Π_k q(μ_k, Λ_k) Π_i q(z_i) in the family of ``fit_vb`` (module docstring).
 
     Parameters (``pyro.param``): ``q_pi`` (K,) = E_q[α] on the simplex and ``q_alpha_sum`` > 0
@@ -180,16 +190,17 @@ def bayes_meanfield_guide(x, k, prior, stl: bool = False):
     ``q_Lambda_tril`` (K, D, D) the Cholesky factor of E_q[Λ_k] = nu_k W_k, ``gamma`` (N, K) on the
     simplex.  The (mean, spread) coordinates decouple the nearly flat ridges of the ELBO along
     (nu_k, W_k) with nu_k W_k fixed and along Σ alpha_k with alpha / Σ alpha fixed, on which Adam
-    crawls in the (alpha, W) coordinates.  Unset parameters start from one VB M-step after k-means++ (seed 0); ``fit_svi_bayes``
-    sets them from its own seed first.  ``stl=True`` scores the global draws with detached
-    parameters (see ``_site``); the sites are then Delta sites carrying ln q as their density.
+    crawls in the (alpha, W) coordinates.  Unset parameters start from one VB M-step after
+    k-means++ (seed 0); ``fit_svi_bayes`` sets them from its own seed first.  ``stl=True`` scores
+    the global draws with detached parameters (see ``_site``); the sites are then Delta sites
+    carrying ln q as their density.
     """
-    x, k, _ = _setup(x, k, prior)
+    x, k, _, prior = _setup(x, k, prior)  # None resolves to default_prior(x, k), as in the model
     n, d = x.shape
-    cache = {}
+    cache: dict[str, torch.Tensor] = {}
 
-    def init(name):
-        def value():
+    def init(name: str) -> Callable[[], torch.Tensor]:
+        def value() -> torch.Tensor:
             if not cache:
                 cache.update(_default_guide_init(x, k, prior))
             return cache[name]
@@ -203,14 +214,27 @@ def bayes_meanfield_guide(x, k, prior, stl: bool = False):
     q_w_tril = q["q_Lambda_tril"] / torch.sqrt(q_nu)[:, None, None]  # chol(W_k), W_k = E[Λ_k] / nu_k
     gamma = q["gamma"]
     if k > 1:
-        _site("alpha", dist.Dirichlet(q_alpha), stl,  # q(α), PRML 10.57
-              lambda v: dist.Dirichlet(q_alpha.detach()).log_prob(v))
+        _site(
+            "alpha",
+            dist.Dirichlet(q_alpha),
+            stl,  # q(α), PRML 10.57
+            lambda v: dist.Dirichlet(q_alpha.detach()).log_prob(v),
+        )
     with pyro.plate("components", k):
-        lam = _site("Lambda", Wishart(df=q_nu, scale_tril=q_w_tril), stl,  # q(Λ_k), PRML 10.59
-                    lambda v: Wishart(df=q_nu.detach(), scale_tril=q_w_tril.detach()).log_prob(v))
-        _site("mu", dist.MultivariateNormal(q_m, precision_matrix=q_beta[:, None, None] * lam), stl,  # q(μ_k|Λ_k)
-              lambda v: dist.MultivariateNormal(q_m.detach(), precision_matrix=q_beta.detach()[:, None, None] * lam)
-              .log_prob(v))
+        lam = _site(
+            "Lambda",
+            Wishart(df=q_nu, scale_tril=q_w_tril),
+            stl,  # q(Λ_k), PRML 10.59
+            lambda v: Wishart(df=q_nu.detach(), scale_tril=q_w_tril.detach()).log_prob(v),
+        )
+        _site(
+            "mu",
+            dist.MultivariateNormal(q_m, precision_matrix=q_beta[:, None, None] * lam),
+            stl,  # q(μ_k|Λ_k)
+            lambda v: dist.MultivariateNormal(
+                q_m.detach(), precision_matrix=q_beta.detach()[:, None, None] * lam
+            ).log_prob(v),
+        )
     with pyro.plate("data", n):
         pyro.sample("z", dist.Categorical(gamma), infer={"enumerate": "parallel"})  # q(z_i), eq. 17
 
@@ -220,7 +244,14 @@ def _empty_guide(*args, **kwargs):
     pass
 
 
-def log_joint(x, k, prior, alpha, mu, Lambda) -> torch.Tensor:
+def log_joint(
+    x: ArrayLike,
+    k: int,
+    prior: NormalWishartPrior | None,
+    alpha: torch.Tensor,
+    mu: torch.Tensor,
+    Lambda: torch.Tensor,
+) -> torch.Tensor:
     """log p(X, α, μ, Λ) with Z summed out, evaluated by Pyro (``TraceEnum_ELBO`` on the model
     conditioned on the globals: an exact einsum over the enumerated z).  Differentiable."""
     detach = not any(isinstance(t, torch.Tensor) and t.requires_grad for t in (alpha, mu, Lambda))

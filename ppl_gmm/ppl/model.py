@@ -23,7 +23,11 @@ Pyro's param store win (clear it with ``pyro.clear_param_store()`` to start afre
 
 With a ``prior`` both functions delegate to the Bayesian model and guide (``ppl.bayes``).
 """
+
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
@@ -33,19 +37,31 @@ from torch.distributions import constraints
 from ..core.gmm import e_step
 from ..core.init import initial_params
 from ..core.params import GMMParams
-from ..core.validation import as_data, check_int, check_k
+from ..core.validation import ArrayLike, as_data, check_int, check_k
 from .bayes import bayes_gmm_model, bayes_meanfield_guide
 
-__all__ = ["gmm_model", "meanfield_guide", "marginal_model", "marginal_guide", "param_values", "model_body",
-           "guide_body"]
+if TYPE_CHECKING:
+    from pyro.params.param_store import ParamStoreDict
+
+    from ..core.priors import NormalWishartPrior
+
+__all__ = [
+    "gmm_model",
+    "meanfield_guide",
+    "marginal_model",
+    "marginal_guide",
+    "param_values",
+    "model_body",
+    "guide_body",
+]
 
 
 class _LazyInit:
     """Θ₀ and γ₀ computed once, and only if Pyro asks for an initial value."""
 
-    def __init__(self, x: torch.Tensor, k: int, init: GMMParams | None):
+    def __init__(self, x: torch.Tensor, k: int, init: GMMParams | None) -> None:
         self.x, self.k, self.init = x, k, init
-        self._params = None
+        self._params: GMMParams | None = None
 
     @property
     def params(self) -> GMMParams:
@@ -67,7 +83,14 @@ def _global_params(x, k, init):
     return alpha, mu, scale_tril
 
 
-def model_body(x, k, idx=None, init=None, enumerate_z=False, subsample_size=None):
+def model_body(
+    x: torch.Tensor,
+    k: int,
+    idx: torch.Tensor | None = None,
+    init: GMMParams | None = None,
+    enumerate_z: bool = False,
+    subsample_size: int | None = None,
+) -> None:
     """Body of the model on validated (N, D) data; ``idx`` is an optional minibatch of rows
     (or ``subsample_size`` lets the plate draw one).
 
@@ -80,13 +103,20 @@ def model_body(x, k, idx=None, init=None, enumerate_z=False, subsample_size=None
     with pyro.plate("data", n, subsample_size=subsample_size, subsample=idx) as rows:
         # Z_i ~ Cat(α) (eq. 15); given as logits log α so that the plate's expansion to (N, K)
         # stays a view (probs would be clamped and logged row by row)
-        z = pyro.sample("z", dist.Categorical(logits=torch.log(alpha)), infer=infer)
+        z = pyro.sample("z", dist.Categorical(logits=torch.log(alpha)), infer=infer)  # type: ignore[arg-type]
         obs = x if idx is None and subsample_size is None else x[rows]
         # x_i | z_i ~ N(μ_{z_i}, Σ_{z_i}); with z enumerated z has shape (K, 1): all K terms at once
         pyro.sample("x", dist.MultivariateNormal(mu[z], scale_tril=scale_tril[z]), obs=obs)  # eq. 15
 
 
-def guide_body(x, k, idx=None, init=None, log_gamma=None, subsample_size=None):
+def guide_body(
+    x: torch.Tensor,
+    k: int,
+    idx: torch.Tensor | None = None,
+    init: GMMParams | None = None,
+    log_gamma: torch.Tensor | None = None,
+    subsample_size: int | None = None,
+) -> None:
     """Body of the mean-field guide q(Z) = Π_i Cat(γ_i) (eq. 17).
 
     ``log_gamma`` (rows of the minibatch) fixes q to given log-responsibilities instead of the
@@ -119,7 +149,14 @@ def _prepare(x, k, init, subsample_size):
     return x, k, (init.to(x.dtype) if init is not None else None), subsample_size
 
 
-def gmm_model(x, k, prior=None, *, init=None, subsample_size=None):
+def gmm_model(
+    x: ArrayLike,
+    k: int,
+    prior: NormalWishartPrior | None = None,
+    *,
+    init: GMMParams | None = None,
+    subsample_size: int | None = None,
+) -> None:
     """The GMM's generative process as a Pyro model.
 
     α → Z → X (eq. 15) as a graphical model (Σ_k = L_k L_kᵀ)::
@@ -149,7 +186,14 @@ def gmm_model(x, k, prior=None, *, init=None, subsample_size=None):
     return model_body(x, k, init=init, subsample_size=subsample_size)
 
 
-def meanfield_guide(x, k, prior=None, *, init=None, subsample_size=None):
+def meanfield_guide(
+    x: ArrayLike,
+    k: int,
+    prior: NormalWishartPrior | None = None,
+    *,
+    init: GMMParams | None = None,
+    subsample_size: int | None = None,
+) -> None:
     """q(Z) = Π_i Categorical(γ_i) (eq. 17) with Θ as point estimates (they live in the model).
 
     ``pyro.param("gamma")`` (N, K) on the simplex (initially e_step(x, Θ₀), eq. 20); the site
@@ -162,19 +206,21 @@ def meanfield_guide(x, k, prior=None, *, init=None, subsample_size=None):
     return guide_body(x, k, init=init, subsample_size=subsample_size)
 
 
-def marginal_model(x, k, *, init=None):
+def marginal_model(x: ArrayLike, k: int, *, init: GMMParams | None = None) -> None:
     """:func:`gmm_model` with ``"z"`` enumerated in the model: Z is summed out exactly, so with
     :func:`marginal_guide` the ``TraceEnum_ELBO`` loss is −log p(X | Θ) = −eq. 26."""
     x, k, init, _ = _prepare(x, k, init, None)
     return model_body(x, k, None, init, enumerate_z=True)
 
 
-def marginal_guide(x, k, *, init=None):
+def marginal_guide(x: ArrayLike, k: int, *, init: GMMParams | None = None) -> None:
     """The empty guide of the marginal model: Θ are point estimates (pyro.params of the model)
     and Z is enumerated in the model, so there is nothing left to approximate (KL = 0)."""
 
 
-def param_values(store=None) -> tuple[GMMParams, torch.Tensor | None]:
+def param_values(
+    store: ParamStoreDict | Mapping[str, torch.Tensor] | None = None,
+) -> tuple[GMMParams, torch.Tensor | None]:
     """(Θ, γ) currently in Pyro's param store (γ is None if there is no ``"gamma"``)."""
     store = pyro.get_param_store() if store is None else store
     with torch.no_grad():

@@ -82,17 +82,17 @@ class TrilVecToPD(Transform):
         u = tril[..., rows, cols]
         return torch.where(rows == cols, torch.log(tril[..., rows, cols].clamp_min(torch.finfo(y.dtype).tiny)), u)
 
-    def log_abs_det_jacobian(self, u, y):
+    def log_abs_det_jacobian(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d = _tril_size_to_d(u.shape[-1])
         _, _, diag = self._index(d, u.device)
         coef = torch.arange(d + 1, 1, -1, dtype=u.dtype, device=u.device)  # D − i + 2, i = 1..D
         return d * math.log(2.0) + (coef * u[..., diag]).sum(-1)
 
-    def forward_shape(self, shape):
+    def forward_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         d = _tril_size_to_d(shape[-1])
         return tuple(shape[:-1]) + (d, d)
 
-    def inverse_shape(self, shape):
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         d = shape[-1]
         return tuple(shape[:-2]) + (d * (d + 1) // 2,)
 

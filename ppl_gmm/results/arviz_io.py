@@ -12,17 +12,53 @@ Conventions of every ``InferenceData`` the package builds:
 Other modules receive plain numpy / pandas / small result types from here, never ArviZ objects
 except the ``InferenceData`` itself.
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from ..core.gaussian import logsumexp_rows
 from ..core.gmm import log_gaussian
 from ..core.params import GMMParams
 from ..core.rng import resolve_seed, spawn_seeds
 from ..core.threads import limited_threads
-from ..core.validation import as_data
+from ..core.validation import ArrayLike, as_data
 from ..core.vb_posterior import sample_posterior
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Sequence
+    from typing import Protocol
+
+    import xarray as xr
+    from arviz import InferenceData as InferenceData  # the other modules annotate with it from here
+
+    from ..core.vb_posterior import VBPosterior
+
+    # GMMFit and VBFit import this module, so their types here are structural (no import cycle)
+    class _PointFit(Protocol):
+        """What :func:`fit_to_inference_data` reads of a ``GMMFit``."""
+
+        @property
+        def params(self) -> GMMParams: ...
+        @property
+        def method(self) -> str: ...
+        @property
+        def elbo(self) -> torch.Tensor: ...
+
+    class _PosteriorFit(Protocol):
+        """What :func:`vb_to_inference_data` reads of a ``VBFit``."""
+
+        @property
+        def posterior(self) -> VBPosterior: ...
+        @property
+        def method(self) -> str: ...
+        @property
+        def elbo(self) -> torch.Tensor: ...
+
 
 __all__ = [
     "fit_to_inference_data",
@@ -53,7 +89,7 @@ def _coords(k: int, d: int, n: int | None = None) -> dict:
     return coords
 
 
-def fit_to_inference_data(fit):
+def fit_to_inference_data(fit: _PointFit) -> InferenceData:
     """A point-estimate fit as a one-chain, one-draw posterior (alpha, mu, cov)."""
     import arviz as az
 
@@ -81,11 +117,11 @@ def pointwise_log_likelihood(x: np.ndarray, alpha: np.ndarray, mu: np.ndarray, c
         log_alpha = np.log(alpha)
     for m in range(alpha.shape[0]):
         lg = log_gaussian(xt, torch.from_numpy(mu[m]), torch.from_numpy(cov[m]))
-        out[m] = torch.logsumexp(torch.from_numpy(log_alpha[m]) + lg, dim=1).numpy()  # eq. 26, per point
+        out[m] = logsumexp_rows(lg.add_(torch.from_numpy(log_alpha[m]))).numpy()  # eq. 26, per point
     return out
 
 
-def posterior_predictive_draws(alpha, mu, cov, n: int, seed: int) -> np.ndarray:
+def posterior_predictive_draws(alpha: np.ndarray, mu: np.ndarray, cov: np.ndarray, n: int, seed: int) -> np.ndarray:
     """(M, n, D) replicate data, one set per draw: z ~ Cat(α), x ~ N(μ_z, Σ_z)
     (``numpy.random.default_rng(seed)``)."""
     rng = np.random.default_rng(seed)
@@ -99,8 +135,15 @@ def posterior_predictive_draws(alpha, mu, cov, n: int, seed: int) -> np.ndarray:
     return mu[rows, z] + np.einsum("mnde,mne->mnd", chol[rows, z], eps)
 
 
-def draws_to_inference_data(posterior: dict, *, x=None, sample_stats=None, attrs=None, seed=None,
-                            predictive: bool = True):
+def draws_to_inference_data(
+    posterior: dict,
+    *,
+    x: ArrayLike | None = None,
+    sample_stats: dict | None = None,
+    attrs: dict | None = None,
+    seed: int | None = None,
+    predictive: bool = True,
+) -> InferenceData:
     """Build an ``InferenceData`` from draws ``alpha`` (C, S, K), ``mu`` (C, S, K, D), ``cov``
     (C, S, K, D, D).  With data ``x`` (N, D): observed_data, log_likelihood and (``predictive``)
     posterior_predictive (seeded by ``seed``)."""
@@ -108,13 +151,13 @@ def draws_to_inference_data(posterior: dict, *, x=None, sample_stats=None, attrs
 
     alpha, mu, cov = (np.asarray(posterior[v], dtype=np.float64) for v in ("alpha", "mu", "cov"))
     c, s, k, d = mu.shape
-    groups = {}
+    groups: dict[str, Any] = {}
     dims = dict(_DIMS)
     n = None
     if x is not None:
         x = np.asarray(x, dtype=np.float64).reshape(-1, d)
         n = x.shape[0]
-        flat = lambda a: a.reshape((c * s,) + a.shape[2:])  # noqa: E731
+        flat = lambda a: a.reshape((c * s,) + a.shape[2:])
         ll = pointwise_log_likelihood(x, flat(alpha), flat(mu), flat(cov))
         groups["log_likelihood"] = {"x": ll.reshape(c, s, n)}
         groups["observed_data"] = {"x": x}
@@ -141,8 +184,9 @@ def _fix_dims(idata) -> None:
     ll = idata.log_likelihood["x"]
     if ll.dims[-1] != "obs":
         idata.log_likelihood["x"] = ll.rename({ll.dims[-1]: "obs"})
-    idata.log_likelihood = idata.log_likelihood.drop_vars([v for v in idata.log_likelihood.coords
-                                                           if v not in ("chain", "draw", "obs")])
+    idata.log_likelihood = idata.log_likelihood.drop_vars(
+        [v for v in idata.log_likelihood.coords if v not in ("chain", "draw", "obs")]
+    )
 
 
 class _quiet:
@@ -159,14 +203,18 @@ class _quiet:
         return self._cm.__exit__(*exc)
 
 
-def nuts_to_inference_data(posterior: dict, sample_stats: dict, x, *, attrs=None, seed=None):
+def nuts_to_inference_data(
+    posterior: dict, sample_stats: dict, x: ArrayLike, *, attrs: dict | None = None, seed: int | None = None
+) -> InferenceData:
     """The ``InferenceData`` of ``fit_nuts`` (all five groups), with R-hat / ESS summaries in attrs."""
     idata = draws_to_inference_data(posterior, x=x, sample_stats=sample_stats, attrs=attrs, seed=seed)
     idata.attrs.update(diagnostics(idata))
     return idata
 
 
-def vb_to_inference_data(vbfit, num_samples: int = 1000, seed=None, x=None):
+def vb_to_inference_data(
+    vbfit: _PosteriorFit, num_samples: int = 1000, seed: int | None = None, x: ArrayLike | None = None
+) -> InferenceData:
     """``num_samples`` independent draws from a ``VBFit``'s q(α) q(μ, Λ) (``core.vb_posterior.sample_posterior``)
     as a one-chain ``InferenceData``; with data ``x`` also observed_data, log_likelihood and
     posterior_predictive."""
@@ -174,8 +222,12 @@ def vb_to_inference_data(vbfit, num_samples: int = 1000, seed=None, x=None):
     draw_seed, ppc_seed = spawn_seeds(seed, 2)
     d = sample_posterior(vbfit.posterior, num_samples, draw_seed)
     posterior = {name: d[name][None] for name in ("alpha", "mu", "cov")}
-    attrs = {"method": vbfit.method, "seed": seed, "elbo": float(vbfit.elbo[-1]),
-             "draws": "independent draws from q (no Markov chain)"}
+    attrs = {
+        "method": vbfit.method,
+        "seed": seed,
+        "elbo": float(vbfit.elbo[-1]),
+        "draws": "independent draws from q (no Markov chain)",
+    }
     if x is not None:
         x = as_data(x).double().numpy()
     with limited_threads():
@@ -183,7 +235,7 @@ def vb_to_inference_data(vbfit, num_samples: int = 1000, seed=None, x=None):
 
 
 # --- diagnostics ----------------------------------------------------------------------------------
-def summary(idata, var_names=None, **kwargs):
+def summary(idata: InferenceData, var_names: Sequence[str] | None = None, **kwargs: Any) -> Any:
     """``az.summary`` (a pandas DataFrame: mean, sd, HDI, MCSE, ess_bulk, ess_tail, r_hat) of the
     posterior; ``var_names`` defaults to alpha, mu, cov."""
     import arviz as az
@@ -192,26 +244,30 @@ def summary(idata, var_names=None, **kwargs):
         return az.summary(idata, var_names=list(var_names or ("alpha", "mu", "cov")), **kwargs)
 
 
-def diagnostics(idata, var_names=("alpha", "mu", "cov")) -> dict:
+def diagnostics(idata: InferenceData, var_names: Sequence[str] = ("alpha", "mu", "cov")) -> dict[str, float]:
     """Worst-case convergence numbers over ``var_names``: ``r_hat_max`` (rank-normalised split
     R-hat; NaN with fewer than 2 chains × 4 draws), ``ess_bulk_min`` and ``ess_tail_min``."""
     import arviz as az
 
-    post = idata.posterior[list(var_names)]
-    several = idata.posterior.sizes["chain"] > 1 and idata.posterior.sizes["draw"] >= 4
+    posterior = idata.posterior  # type: ignore[attr-defined]  # InferenceData sets its groups dynamically
+    post = posterior[list(var_names)]
+    several = posterior.sizes["chain"] > 1 and posterior.sizes["draw"] >= 4
     with _quiet(), np.errstate(invalid="ignore", divide="ignore"):
         ess_bulk = az.ess(post, method="bulk")
         ess_tail = az.ess(post, method="tail")
         r_hat = az.rhat(post) if several else None
 
-    def worst(ds, f):
+    def worst(ds: xr.Dataset, f: Callable[..., Any]) -> float:
         return float(f([f(ds[v].values) for v in ds.data_vars]))
 
-    return {"ess_bulk_min": worst(ess_bulk, np.nanmin), "ess_tail_min": worst(ess_tail, np.nanmin),
-            "r_hat_max": worst(r_hat, np.nanmax) if several else float("nan")}
+    return {
+        "ess_bulk_min": worst(ess_bulk, np.nanmin),
+        "ess_tail_min": worst(ess_tail, np.nanmin),
+        "r_hat_max": worst(r_hat, np.nanmax) if r_hat is not None else float("nan"),  # r_hat is None iff not several
+    }
 
 
-def ess_bulk_min(idata, var_names=("alpha", "mu", "cov")) -> float:
+def ess_bulk_min(idata: InferenceData, var_names: Sequence[str] = ("alpha", "mu", "cov")) -> float:
     """The smallest bulk ESS over every scalar of ``var_names`` (the benchmark's numerator)."""
     return diagnostics(idata, var_names)["ess_bulk_min"]
 
@@ -219,6 +275,13 @@ def ess_bulk_min(idata, var_names=("alpha", "mu", "cov")) -> float:
 class LooResult(tuple):
     """(elpd_loo, se) with the extra attributes ``p_loo``, ``pareto_k`` (N,), ``n_high_k``
     (Pareto k > 0.7: PSIS unreliable for those points) and ``warning`` (ArviZ's flag)."""
+
+    elpd_loo: float
+    se: float
+    p_loo: float
+    pareto_k: np.ndarray
+    n_high_k: int
+    warning: bool
 
     def __new__(cls, elpd_loo, se, p_loo, pareto_k, warning):
         self = super().__new__(cls, (float(elpd_loo), float(se)))
@@ -229,11 +292,13 @@ class LooResult(tuple):
         return self
 
     def __repr__(self):
-        return (f"LooResult(elpd_loo={self.elpd_loo:.4f}, se={self.se:.4f}, p_loo={self.p_loo:.3f}, "
-                f"n_high_k={self.n_high_k})")
+        return (
+            f"LooResult(elpd_loo={self.elpd_loo:.4f}, se={self.se:.4f}, p_loo={self.p_loo:.3f}, "
+            f"n_high_k={self.n_high_k})"
+        )
 
 
-def loo(idata) -> LooResult:
+def loo(idata: InferenceData) -> LooResult:
     """PSIS-LOO (``az.loo`` with pointwise Pareto k) from the ``log_likelihood`` group."""
     import arviz as az
 
@@ -243,25 +308,26 @@ def loo(idata) -> LooResult:
 
 
 # --- plain arrays for other modules ---------------------------------------------------------------
-def posterior_arrays(idata, var: str, group: str = "posterior") -> np.ndarray:
+def posterior_arrays(idata: InferenceData, var: str, group: str = "posterior") -> np.ndarray:
     """``var``'s draws as a numpy array (chain, draw, *shape)."""
     return np.asarray(getattr(idata, group)[var].values)
 
 
-def posterior_mean_params(idata):
+def posterior_mean_params(idata: InferenceData) -> GMMParams:
     """The posterior means E[α], E[μ], E[Σ] over all chains and draws as a ``GMMParams``."""
     alpha = posterior_arrays(idata, "alpha").mean((0, 1))
     cov = posterior_arrays(idata, "cov").mean((0, 1))
-    return GMMParams(alpha / alpha.sum(), posterior_arrays(idata, "mu").mean((0, 1)),
-                     0.5 * (cov + np.swapaxes(cov, -1, -2)))
+    return GMMParams(
+        alpha / alpha.sum(), posterior_arrays(idata, "mu").mean((0, 1)), 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    )
 
 
-def save_inference_data(idata, path) -> None:
+def save_inference_data(idata: InferenceData, path: str | os.PathLike[str]) -> None:
     """Write to netCDF (``InferenceData.to_netcdf``, h5netcdf engine)."""
     idata.to_netcdf(str(path))
 
 
-def load_inference_data(path):
+def load_inference_data(path: str | os.PathLike[str]) -> InferenceData:
     import arviz as az
 
     return az.from_netcdf(str(path))

@@ -7,11 +7,13 @@ eq. 26 at the same Θ, so ``kl_gap = log_likelihood − elbo`` is
 KL(q ‖ p(Z | X, Θ)) ≥ 0 of the free-energy decomposition (second note) and is 0
 after every E-step.
 """
+
 from __future__ import annotations
 
 import json
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,7 +21,12 @@ import torch
 from ..core.gaussian import logsumexp_rows, normalise_log
 from ..core.gmm import weighted_log_prob
 from ..core.params import GMMParams
-from ..core.validation import as_data
+from ..core.validation import ArrayLike, as_data
+
+if TYPE_CHECKING:
+    import os
+
+    from .arviz_io import InferenceData
 
 __all__ = ["GMMFit", "load_fit", "n_parameters"]
 
@@ -75,42 +82,42 @@ class GMMFit:
     def k(self) -> int:
         return self.params.k
 
-    def _x(self, x):
+    def _x(self, x: ArrayLike) -> torch.Tensor:
         x = as_data(x, dtype=self.params.dtype)
         if x.shape[1] != self.params.d:
             raise ValueError(f"x has D = {x.shape[1]} columns but the fit is {self.params.d}-dimensional")
         return x
 
     # --- prediction ----------------------------------------------------------------------------
-    def predict_proba(self, x) -> torch.Tensor:
+    def predict_proba(self, x: ArrayLike) -> torch.Tensor:
         """Responsibilities γ (N, K) of new data under the fitted Θ (eq. 20)."""
         return normalise_log(weighted_log_prob(self._x(x), self.params))[0]  # eq. 20
 
-    def predict(self, x) -> torch.Tensor:
+    def predict(self, x: ArrayLike) -> torch.Tensor:
         """The most responsible component of each row (LongTensor (N,))."""
         return torch.argmax(weighted_log_prob(self._x(x), self.params), dim=1)
 
-    def score_samples(self, x) -> torch.Tensor:
+    def score_samples(self, x: ArrayLike) -> torch.Tensor:
         """log p(x_i | Θ) per row (N,)."""
         return logsumexp_rows(weighted_log_prob(self._x(x), self.params))  # eq. 26 per row
 
-    def score(self, x) -> float:
+    def score(self, x: ArrayLike) -> float:
         """Mean log-likelihood per row (scikit-learn's ``score``)."""
         return float(self.score_samples(x).mean())
 
     def n_parameters(self) -> int:
         return n_parameters(self.params.k, self.params.d, self.covariance_type)
 
-    def bic(self, x) -> float:
+    def bic(self, x: ArrayLike) -> float:
         """−2 log p(X | Θ) + p log N (scikit-learn's parameter count)."""
         x = self._x(x)
         return -2 * float(self.score_samples(x).sum()) + self.n_parameters() * math.log(x.shape[0])
 
-    def aic(self, x) -> float:
+    def aic(self, x: ArrayLike) -> float:
         """−2 log p(X | Θ) + 2 p."""
         return -2 * float(self.score_samples(self._x(x)).sum()) + 2 * self.n_parameters()
 
-    def to_arviz(self):
+    def to_arviz(self) -> InferenceData:
         """The point estimate as a one-draw ``InferenceData`` (see ``ppl_gmm.arviz_io``)."""
         from .arviz_io import fit_to_inference_data
 
@@ -130,7 +137,7 @@ class GMMFit:
         )
 
     # --- persistence ---------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz`` (numpy arrays + JSON metadata; no pickled code). ``load_fit`` reads it."""
         meta = {
             "format": _FORMAT,
@@ -142,7 +149,7 @@ class GMMFit:
             "reg_covar": float(self.reg_covar),
             "info": self.info,
         }
-        arrays = {
+        arrays: dict[str, Any] = {
             "alpha": self.params.alpha.numpy(),
             "mu": self.params.mu.numpy(),
             "cov": self.params.cov.numpy(),
@@ -156,7 +163,7 @@ class GMMFit:
             np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
 
 
-def load_fit(path) -> GMMFit:
+def load_fit(path: str | os.PathLike[str]) -> GMMFit:
     """Read what ``GMMFit.save`` wrote; arrays round-trip bit for bit."""
     with np.load(path, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"]))

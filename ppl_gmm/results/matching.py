@@ -9,10 +9,16 @@ makes the match independent of the data's units.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from ..core.params import GMMParams
+
+if TYPE_CHECKING:
+    from .gmm_fit import GMMFit
+    from .vb_fit import VBFit
 
 __all__ = ["match_means", "align", "relabel", "order_by_first_coordinate", "switch_fraction"]
 
@@ -43,7 +49,7 @@ def _means_and_cov(obj) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise TypeError(f"align() needs GMMParams or a fit, got {type(obj).__name__}")
 
 
-def align(reference, other) -> torch.Tensor:
+def align(reference: GMMParams | GMMFit | VBFit, other: GMMParams | GMMFit | VBFit) -> torch.Tensor:
     """The permutation ``perm`` (LongTensor (K,)) with ``other.params.permute(perm)`` lined up
     with ``reference`` (either a GMMParams, a GMMFit or a VBFit): :func:`match_means` of the means,
     distances in the reference's pooled covariance."""
@@ -62,7 +68,9 @@ def order_by_first_coordinate(mu: np.ndarray, cov: np.ndarray) -> tuple[np.ndarr
     return mu[order], cov[order]
 
 
-def relabel(alpha, mu, cov, ref_mu, ref_cov, passes: int = 2):
+def relabel(
+    alpha: np.ndarray, mu: np.ndarray, cov: np.ndarray, ref_mu: np.ndarray, ref_cov: np.ndarray, passes: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Relabel draws alpha (M, K), mu (M, K, D), cov (M, K, D, D) to a reference (the NUTS label
     rule): match every draw to (ref_mu, ref_cov) ordered by the first coordinate; then make the
     posterior mean of the relabelled draws the reference and match again (``passes`` in all).

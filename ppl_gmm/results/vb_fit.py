@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..core.params import GMMParams
 from ..core.priors import NormalWishartPrior
+from ..core.validation import ArrayLike
 from ..core.vb_posterior import VBPosterior, sample_posterior
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .arviz_io import InferenceData
 
 __all__ = ["VBFit"]
 
@@ -56,28 +63,28 @@ class VBFit:
     def mean_params(self, cov: str = "inverse_expected_precision") -> GMMParams:
         return self.posterior.mean_params(cov)
 
-    def predictive_log_density(self, x) -> torch.Tensor:
+    def predictive_log_density(self, x: ArrayLike) -> torch.Tensor:
         """ln p(x̂ | X) per row, the Student-t mixture of PRML 10.81."""
         return self.posterior.predictive_log_density(x)
 
-    def score_samples(self, x) -> torch.Tensor:
+    def score_samples(self, x: ArrayLike) -> torch.Tensor:
         """ln p(x̂ | X) per row (N,) under the posterior predictive (PRML 10.81)."""
         return self.posterior.predictive_log_density(x)
 
-    def score(self, x) -> float:
+    def score(self, x: ArrayLike) -> float:
         return float(self.score_samples(x).mean())
 
-    def predict_proba(self, x) -> torch.Tensor:
+    def predict_proba(self, x: ArrayLike) -> torch.Tensor:
         """q(z = k) for new rows: the VB E-step, PRML 10.46–10.49 (as scikit-learn's predict_proba)."""
         return self.posterior.responsibilities(x)
 
-    def predict(self, x) -> torch.Tensor:
+    def predict(self, x: ArrayLike) -> torch.Tensor:
         return torch.argmax(self.posterior.log_rho(x), dim=1)
 
-    def sample_posterior(self, num_samples: int = 1000, seed=None) -> dict:
+    def sample_posterior(self, num_samples: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
         return sample_posterior(self.posterior, num_samples, seed)
 
-    def to_arviz(self, num_samples: int = 1000, seed=None):
+    def to_arviz(self, num_samples: int = 1000, seed: int | None = None) -> InferenceData:
         """``num_samples`` draws from q as an ``InferenceData`` (dims ``component``, ``feature``)."""
         from .arviz_io import vb_to_inference_data
 
@@ -85,5 +92,7 @@ class VBFit:
 
     def __repr__(self) -> str:
         last = float(self.elbo[-1]) if self.elbo.numel() else float("nan")
-        return (f"VBFit(method={self.method!r}, K={self.k}, D={self.d}, n_iter={self.n_iter}, "
-                f"converged={self.converged}, elbo={last:.6f}, n_effective={self.n_effective()}, seed={self.seed})")
+        return (
+            f"VBFit(method={self.method!r}, K={self.k}, D={self.d}, n_iter={self.n_iter}, "
+            f"converged={self.converged}, elbo={last:.6f}, n_effective={self.n_effective()}, seed={self.seed})"
+        )

@@ -10,12 +10,14 @@ and every random choice flows from the seeds below.
 ``quick=True`` (``--quick``) uses fewer steps and draws (for CI); the committed
 figures come from the full run.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +37,15 @@ from ..results.matching import align
 from . import plot
 from .identities import pyro_elbo_and_grads, tangent
 
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterable
+    from typing import TextIO, TypeVar
+
+    from matplotlib.figure import Figure
+
+    _FigureFn = TypeVar("_FigureFn", bound=Callable[..., Figure])
+
 __all__ = ["FIGURES", "make_figures", "save_figure", "STYLE"]
 
 STYLE = {
@@ -45,7 +56,11 @@ STYLE = {
     "svg.hashsalt": "ppl_gmm",
     "path.simplify": True,
 }
-METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
+METADATA = {
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+    "pdf": {"CreationDate": None, "Creator": None, "Producer": None},
+}
 
 SEED = 0  # every figure's fits start from this seed (or a fixed offset of it)
 
@@ -53,8 +68,8 @@ SEED = 0  # every figure's fits start from this seed (or a fixed offset of it)
 FIGURES: dict = {}
 
 
-def _figure(filename):
-    def register(fn):
+def _figure(filename: str) -> Callable[[_FigureFn], _FigureFn]:
+    def register(fn: _FigureFn) -> _FigureFn:
         FIGURES[fn.__name__.removeprefix("fig_")] = (fn, filename)
         return fn
 
@@ -69,7 +84,7 @@ def _new(ncols, nrows=1, width=4.0, height=3.4):
     return fig, axes
 
 
-def save_figure(fig, path) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``fig`` reproducibly (no version or time stamp in the file)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
@@ -101,7 +116,7 @@ def _half_steps(x, k, n_iter):
 
 
 @_figure("svi_vs_cavi_elbo.png")
-def fig_svi_vs_cavi(quick=False):
+def fig_svi_vs_cavi(quick: bool = False) -> Figure:
     """Old Faithful, K = 2: CAVI vs SVI ELBO traces, distance to the optimum, the KL gap."""
     x = load_old_faithful()
     cavi = fit_cavi(x, 2, seed=SEED, tol=1e-12, max_iter=200)
@@ -123,22 +138,25 @@ def fig_svi_vs_cavi(quick=False):
 
 
 @_figure("faithful_mixture.png")
-def fig_faithful_mixture(quick=False):
+def fig_faithful_mixture(quick: bool = False) -> Figure:
     """Old Faithful: the fitted mixture (K = 2 and K = 3) with 1σ/2σ ellipses, γ as a heat map."""
     x = load_old_faithful()
     fig, ax = _new(3, width=3.9)
     for j, k in enumerate((2, 3)):
         fit = fit_cavi(x, k, seed=SEED, n_init=4)
         plot.ellipses(x, fit, gamma=fit.gamma, ax=ax[0, j])
-        ax[0, j].set(xlabel="eruption (min)", ylabel="waiting (min)",
-                     title=f"CAVI, K = {k}: log p(X) = {float(fit.log_likelihood[-1]):.2f}")
+        ax[0, j].set(
+            xlabel="eruption (min)",
+            ylabel="waiting (min)",
+            title=f"CAVI, K = {k}: log p(X) = {float(fit.log_likelihood[-1]):.2f}",
+        )
     plot.responsibilities(fit.gamma, ax=ax[0, 2])
     ax[0, 2].set_title("responsibilities γ (K = 3)")
     return fig
 
 
 @_figure("galaxies_density.png")
-def fig_galaxies_density(quick=False):
+def fig_galaxies_density(quick: bool = False) -> Figure:
     """Galaxies (1000 km/s): maximum-likelihood mixture densities for K = 2..5."""
     x = load_galaxies()
     fig, ax = _new(2, 2, width=4.8, height=3.0)
@@ -146,28 +164,35 @@ def fig_galaxies_density(quick=False):
         fit = fit_cavi(x, k, seed=SEED, n_init=4 if quick else 10, reg_covar=1e-3)
         plot.density_1d(x, fit, ax=a, bins=30)
         sigma_min = float(fit.params.cov[:, 0, 0].sqrt().min())
-        a.set(title=f"K = {k}: log p(X) = {float(fit.log_likelihood[-1]):.2f}, BIC {fit.bic(x):.1f}, "
-                    f"min σ_k {sigma_min:.2f}", xlabel="velocity (1000 km/s)")
+        a.set(
+            title=f"K = {k}: log p(X) = {float(fit.log_likelihood[-1]):.2f}, BIC {fit.bic(x):.1f}, "
+            f"min σ_k {sigma_min:.2f}",
+            xlabel="velocity (1000 km/s)",
+        )
     fig.suptitle("Galaxies, maximum likelihood (CAVI, reg_covar = 1e-3): a tiny σ_k sits on a couple of points")
     return fig
 
 
 # --- priors and Bayesian fits ------------------------------------------------------------------
 @_figure("vb_pruning.png")
-def fig_vb_pruning(quick=False):
+def fig_vb_pruning(quick: bool = False) -> Figure:
     """Old Faithful (standardised), K = 6 (PRML fig. 10.6): VB with alpha0 = 1e-3 switches off surplus components."""
     x = load_old_faithful()
     xs = (x - x.mean(0)) / x.std(0)  # standardised, as in PRML fig. 10.6
     # PRML's set-up: m0 = 0, beta0 = 1, W0 = I, nu0 = D; only the Dirichlet concentration alpha0 varies
-    prior = NormalWishartPrior(1e-3, np.zeros(2), 1.0, 2.0, np.eye(2))
+    prior = NormalWishartPrior(1e-3, torch.zeros(2, dtype=torch.float64), 1.0, 2.0, torch.eye(2, dtype=torch.float64))
     final = fit_vb(xs, 6, prior, seed=SEED, max_iter=1000, tol=1e-10)
     stages = [1, 5, 20] if final.n_iter > 20 else [1, 5]
     fig, ax = _new(len(stages) + 2, width=3.2, height=3.1)
     for a, t in zip(ax[0], stages + [None]):
         fit = final if t is None else fit_vb(xs, 6, prior, seed=SEED, max_iter=t, tol=0.0)
         plot.ellipses(xs, fit, gamma=fit.gamma, ax=a, min_weight=1e-3, weight_alpha=True, levels=(1.0, 2.0))
-        a.set(xlim=(-2.3, 2.3), ylim=(-2.6, 2.6), xlabel="eruption (standardised)",
-              title=f"{'converged, ' if t is None else ''}iteration {fit.n_iter}: {fit.n_effective(1e-3)} components")
+        a.set(
+            xlim=(-2.3, 2.3),
+            ylim=(-2.6, 2.6),
+            xlabel="eruption (standardised)",
+            title=f"{'converged, ' if t is None else ''}iteration {fit.n_iter}: {fit.n_effective(1e-3)} components",
+        )
     ax[0, 0].set_ylabel("waiting (standardised)")
     flat = fit_vb(xs, 6, dataclasses.replace(prior, alpha0=1.0), seed=SEED, max_iter=1000, tol=1e-10)
     plot.mixing_weights({"alpha0 = 0.001": final.weights, "alpha0 = 1": flat.weights}, ax=ax[0, -1])
@@ -179,7 +204,7 @@ def fig_vb_pruning(quick=False):
 
 
 @_figure("nuts_vs_vb.png")
-def fig_nuts_vs_vb(quick=False):
+def fig_nuts_vs_vb(quick: bool = False) -> Figure:
     """Galaxies, K = 3: posterior marginals of NUTS (Z enumerated out) vs closed-form variational Bayes."""
     x = load_galaxies()
     prior = default_prior(x, 3)
@@ -190,17 +215,24 @@ def fig_nuts_vs_vb(quick=False):
     vb_idata = vb.to_arviz(num_samples=4000, seed=SEED)
     fig, ax = _new(3, 2, width=3.5, height=2.6)
     for j in range(3):
-        for row, (var, idx, name) in enumerate((("alpha", (j,), f"α_{j + 1}"), ("mu", (j, 0), f"μ_{j + 1} (1000 km/s)"))):
+        for row, (var, idx, name) in enumerate(
+            (("alpha", (j,), f"α_{j + 1}"), ("mu", (j, 0), f"μ_{j + 1} (1000 km/s)"))
+        ):
             vb_idx = (perm[j], *idx[1:])
-            plot.posterior_marginals({"NUTS": plot.draws(nuts, var, *idx), "VB": plot.draws(vb_idata, var, *vb_idx)},
-                                     ax=ax[row, j], xlabel=name)
+            plot.posterior_marginals(
+                {"NUTS": plot.draws(nuts, var, *idx), "VB": plot.draws(vb_idata, var, *vb_idx)},
+                ax=ax[row, j],
+                xlabel=name,
+            )
     ax[0, 0].legend(frameon=False)
-    fig.suptitle(f"Galaxies, K = 3, default prior: NUTS ({n} draws × {chains} chains) vs variational Bayes (4000 draws of q)")
+    fig.suptitle(
+        f"Galaxies, K = 3, default prior: NUTS ({n} draws × {chains} chains) vs variational Bayes (4000 draws of q)"
+    )
     return fig
 
 
 @_figure("galaxies_select_k.png")
-def fig_select_k(quick=False):
+def fig_select_k(quick: bool = False) -> Figure:
     """Galaxies: choosing K by BIC (MLE) and by the VB bound + ln K! (PSIS-LOO: notebook 02)."""
     x = load_galaxies()
     ks = list(range(1, 5 if quick else 8))
@@ -218,7 +250,13 @@ def _identity_differences(quick):
     """Relative differences, over random (Θ, γ) not at an optimum: Pyro's −TraceEnum_ELBO loss vs eq. 18,
     and autograd of Pyro's loss vs the analytic gradients of eq. 19."""
     rng = np.random.default_rng(SEED)
-    diffs: dict[str, list[float]] = {"eq. 18 (loss)": [], "eq. 19 ∂α": [], "eq. 19 ∂μ": [], "eq. 19 ∂Σ": [], "eq. 19 ∂γ": []}
+    diffs: dict[str, list[float]] = {
+        "eq. 18 (loss)": [],
+        "eq. 19 ∂α": [],
+        "eq. 19 ∂μ": [],
+        "eq. 19 ∂Σ": [],
+        "eq. 19 ∂γ": [],
+    }
     for trial in range(4 if quick else 20):
         d = 1 + trial % 2
         x, gamma, params = _random_problem(rng, n=40, k=3, d=d)
@@ -245,7 +283,7 @@ def _random_problem(rng, n, k, d):
 
 
 @_figure("eq18_eq19_agreement.png")
-def fig_identities(quick=False):
+def fig_identities(quick: bool = False) -> Figure:
     """Pyro's TraceEnum_ELBO loss vs eq. 18 and its autograd gradients vs eq. 19, at round-off scale."""
     diffs = _identity_differences(quick)
     fig, ax = _new(1, width=7.0, height=3.8)
@@ -256,7 +294,13 @@ def fig_identities(quick=False):
 
 
 # --- driver ------------------------------------------------------------------------------------
-def make_figures(out="figures", *, quick=False, only=None, stream=None) -> dict:
+def make_figures(
+    out: str | os.PathLike[str] = "figures",
+    *,
+    quick: bool = False,
+    only: Iterable[str] | None = None,
+    stream: TextIO | None = None,
+) -> dict[str, Path | Exception]:
     """Write every figure (or those named in ``only``) into ``out``; one progress line per figure.
 
     Returns {name: path or the exception that stopped that figure}.  A figure that fails

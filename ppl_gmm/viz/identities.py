@@ -11,13 +11,15 @@ import pyro
 import torch
 
 from ..core.params import GMMParams
-from ..core.validation import as_data
+from ..core.validation import ArrayLike, as_data
 from ..ppl.model import gmm_model, meanfield_guide
 
 __all__ = ["pyro_elbo_and_grads", "tangent"]
 
 
-def pyro_elbo_and_grads(x, gamma, params: GMMParams) -> tuple[torch.Tensor, dict]:
+def pyro_elbo_and_grads(
+    x: ArrayLike, gamma: ArrayLike, params: GMMParams
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(−loss, gradients) of Pyro's ``TraceEnum_ELBO`` on ``gmm_model`` / ``meanfield_guide`` at the
     given Θ and γ (not necessarily an optimum): −loss is eq. 18, and the gradients, by autograd
     with respect to the *constrained* values α (K,), μ (K, D), Σ (K, D, D) and γ (N, K), are
@@ -34,14 +36,23 @@ def pyro_elbo_and_grads(x, gamma, params: GMMParams) -> tuple[torch.Tensor, dict
 
     x = as_data(x)
     k = params.k
-    leaves = {name: t.detach().to(x.dtype).clone().requires_grad_(True)
-              for name, t in (("alpha", params.alpha), ("mu", params.mu), ("cov", params.cov),
-                              ("gamma", torch.as_tensor(gamma)))}
+    leaves = {
+        name: t.detach().to(x.dtype).clone().requires_grad_(True)
+        for name, t in (
+            ("alpha", params.alpha),
+            ("mu", params.mu),
+            ("cov", params.cov),
+            ("gamma", torch.as_tensor(gamma)),
+        )
+    }
     model_values = {"alpha": leaves["alpha"], "mu": leaves["mu"], "scale_tril": torch.linalg.cholesky(leaves["cov"])}
     with pyro.get_param_store().scope():  # leave the caller's param store untouched
         loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(
             poutine.substitute(gmm_model, model_values),
-            poutine.substitute(meanfield_guide, {"gamma": leaves["gamma"]}), x, k)
+            poutine.substitute(meanfield_guide, {"gamma": leaves["gamma"]}),
+            x,
+            k,
+        )
     grads = torch.autograd.grad(-loss, list(leaves.values()))
     return (-loss).detach(), {name: g.detach() for name, g in zip(leaves, grads)}
 

@@ -19,12 +19,27 @@ any fit with a ``.params`` attribute, or a ``VBFit`` (its ``mean_params()``).
 - :func:`roundoff`           relative differences of two computations against machine epsilon
 - :func:`selection`, :func:`selection_table`   model-selection criteria over K
 """
+
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+    from matplotlib.typing import ColorType
+
+    from ..core.params import GMMParams
+    from ..core.validation import ArrayLike
+    from ..results.arviz_io import InferenceData
+    from ..results.gmm_fit import GMMFit
+    from ..results.vb_fit import VBFit
 
 __all__ = [
     "component_colors",
@@ -94,8 +109,19 @@ def component_colors(k: int) -> np.ndarray:
 
 
 # --- densities and scatter ---------------------------------------------------------------------
-def density_1d(x, params, *, ax=None, bins=30, grid=None, components=True, hist=True, label="mixture",
-               color="k", predictive=None):
+def density_1d(
+    x: ArrayLike,
+    params: GMMParams | GMMFit | VBFit | None,
+    *,
+    ax: Axes | None = None,
+    bins: int | Sequence[float] | str = 30,
+    grid: ArrayLike | None = None,
+    components: bool = True,
+    hist: bool = True,
+    label: str = "mixture",
+    color: ColorType = "k",
+    predictive: Callable[[np.ndarray], ArrayLike] | None = None,
+) -> Axes:
     """Histogram of 1-D data with the mixture density and its weighted components.
 
     Draws ``p(x) = Σ_k α_k N(x | μ_k, σ_k²)`` as a solid line and each
@@ -139,8 +165,20 @@ def _ellipse_geometry(cov2: np.ndarray):
     return np.sqrt(vals[::-1]), angle
 
 
-def ellipses(x, params, *, ax=None, gamma=None, levels=(1.0, 2.0), features=(0, 1), scatter=True,
-             min_weight=0.0, weight_alpha=False, point_size=8.0, means=True):
+def ellipses(
+    x: ArrayLike,
+    params: GMMParams | GMMFit | VBFit,
+    *,
+    ax: Axes | None = None,
+    gamma: ArrayLike | None = None,
+    levels: Sequence[float] = (1.0, 2.0),
+    features: Sequence[int] = (0, 1),
+    scatter: bool = True,
+    min_weight: float = 0.0,
+    weight_alpha: bool = False,
+    point_size: float = 8.0,
+    means: bool = True,
+) -> Axes:
     """Scatter of 2-D data (two chosen ``features``) with the covariance ellipses of each component.
 
     Points are coloured by their responsibilities: point i gets Σ_k γ_ik · colour_k,
@@ -173,16 +211,33 @@ def ellipses(x, params, *, ax=None, gamma=None, levels=(1.0, 2.0), features=(0, 
         half, angle = _ellipse_geometry(cov[j])
         fade = min(1.0, 0.25 + alpha[j] / max(alpha.max(), 1e-300)) if weight_alpha else 1.0
         for s in levels:
-            ax.add_patch(Ellipse(mu[j], 2 * s * half[0], 2 * s * half[1], angle=angle, fill=False,
-                                 edgecolor=colors[j], linewidth=1.5 if s == levels[0] else 1.0,
-                                 linestyle="-" if s == levels[0] else "--", alpha=fade))
+            ax.add_patch(
+                Ellipse(
+                    mu[j],
+                    2 * s * half[0],
+                    2 * s * half[1],
+                    angle=angle,
+                    fill=False,
+                    edgecolor=colors[j],
+                    linewidth=1.5 if s == levels[0] else 1.0,
+                    linestyle="-" if s == levels[0] else "--",
+                    alpha=fade,
+                )
+            )
     if means and shown:
         ax.scatter(mu[shown, 0], mu[shown, 1], marker="x", s=40, c=colors[shown], linewidths=1.5)
     ax.autoscale_view()
     return ax
 
 
-def responsibilities(gamma, *, ax=None, order="cluster", cmap="viridis", colorbar=True):
+def responsibilities(
+    gamma: ArrayLike,
+    *,
+    ax: Axes | None = None,
+    order: str | ArrayLike | None = "cluster",
+    cmap: str | Colormap = "viridis",
+    colorbar: bool = True,
+) -> Axes:
     """γ (N, K) as a heat map: components on the vertical axis, data points along the horizontal.
 
     ``order``: "cluster" sorts the points by their most responsible component and then
@@ -223,7 +278,7 @@ def _labelled(fits, labels):
     return list(labels), fits
 
 
-def trace_positions(fit) -> np.ndarray:
+def trace_positions(fit: GMMFit | VBFit) -> np.ndarray:
     """The iteration (or step) count of each trace entry of a fit.
 
     CAVI/MAP/VB: entry t is the state after iteration t + 1, and the last entry (after the
@@ -239,8 +294,18 @@ def trace_positions(fit) -> np.ndarray:
     return np.r_[np.arange(first, first + t - 1), getattr(fit, "n_iter", t - 1 + first)].astype(np.float64)
 
 
-def traces(fits, *, ax=None, quantity="elbo", against="iteration", labels=None, reference=None,
-           logx=False, colors=None, **line_kw):
+def traces(
+    fits: Mapping[str, GMMFit | VBFit] | Iterable[GMMFit | VBFit],
+    *,
+    ax: Axes | None = None,
+    quantity: str = "elbo",
+    against: str = "iteration",
+    labels: Sequence[str] | None = None,
+    reference: float | str | None = None,
+    logx: bool = False,
+    colors: Sequence[ColorType] | None = None,
+    **line_kw: Any,
+) -> Axes:
     """Traces of several fits on one axis.
 
     ``fits``: a sequence of GMMFit (labels default to ``.method``) or a dict label → fit.
@@ -266,8 +331,10 @@ def traces(fits, *, ax=None, quantity="elbo", against="iteration", labels=None, 
         reference = max(float(y[-1]) for y in ys)
     log = reference is not None or quantity == "kl_gap"
     if quantity == "kl_gap":  # round-off of two separately computed sums is a closed gap
-        ys = [np.where(np.abs(y) <= 1e-12 * np.maximum(1.0, np.abs(_numpy(f.log_likelihood))), 0.0, y)
-              for f, y in zip(fits, ys)]
+        ys = [
+            np.where(np.abs(y) <= 1e-12 * np.maximum(1.0, np.abs(_numpy(f.log_likelihood))), 0.0, y)
+            for f, y in zip(fits, ys)
+        ]
     for i, (lab, f, y) in enumerate(zip(labels, fits, ys)):
         if against == "seconds":
             if getattr(f, "times", None) is None:
@@ -300,7 +367,14 @@ def traces(fits, *, ax=None, quantity="elbo", against="iteration", labels=None, 
     return ax
 
 
-def free_energy(log_likelihood, elbo, *, ax=None, reference=None, labels=("E-step", "M-step")):
+def free_energy(
+    log_likelihood: ArrayLike,
+    elbo: ArrayLike,
+    *,
+    ax: Axes | None = None,
+    reference: float | None = None,
+    labels: Sequence[str] = ("E-step", "M-step"),
+) -> Axes:
     """The free-energy picture of EM (second note) over half-steps E, M, E, M, ...
 
     ``log_likelihood`` and ``elbo`` are equal-length sequences recorded after each
@@ -329,7 +403,7 @@ def free_energy(log_likelihood, elbo, *, ax=None, reference=None, labels=("E-ste
 
 
 # --- Bayesian posteriors -----------------------------------------------------------------------
-def draws(idata, var, *index, group="posterior") -> np.ndarray:
+def draws(idata: InferenceData, var: str, *index: int, group: str = "posterior") -> np.ndarray:
     """The draws (chains × draws flattened) of one scalar ``var[index]`` of an ``InferenceData``.
 
     Plain xarray access (``idata.posterior[var].values``), no ArviZ call.
@@ -338,7 +412,15 @@ def draws(idata, var, *index, group="posterior") -> np.ndarray:
     return np.asarray(data[(slice(None), slice(None), *index)], dtype=np.float64).reshape(-1)
 
 
-def posterior_marginals(samples, *, ax=None, bins=40, reference=None, colors=None, xlabel=None):
+def posterior_marginals(
+    samples: Mapping[str, ArrayLike],
+    *,
+    ax: Axes | None = None,
+    bins: int = 40,
+    reference: float | None = None,
+    colors: Sequence[ColorType] | None = None,
+    xlabel: str | None = None,
+) -> Axes:
     """Marginal densities of one scalar under several methods (step histograms).
 
     ``samples``: dict label → 1-D array of draws (use :func:`draws` for an
@@ -366,7 +448,13 @@ def posterior_marginals(samples, *, ax=None, bins=40, reference=None, colors=Non
     return ax
 
 
-def mixing_weights(weights, *, ax=None, threshold=None, colors=None):
+def mixing_weights(
+    weights: Mapping[str, ArrayLike],
+    *,
+    ax: Axes | None = None,
+    threshold: float | None = None,
+    colors: Sequence[ColorType] | None = None,
+) -> Axes:
     """Grouped bars of mixing weights: ``weights`` is a dict label → (K,) weights.
 
     Used to show Dirichlet pruning: with a small concentration alpha0 the surplus
@@ -389,7 +477,14 @@ def mixing_weights(weights, *, ax=None, threshold=None, colors=None):
     return ax
 
 
-def roundoff(differences, *, ax=None, dtype=torch.float64, jitter=0.25, seed=0):
+def roundoff(
+    differences: Mapping[str, ArrayLike],
+    *,
+    ax: Axes | None = None,
+    dtype: torch.dtype = torch.float64,
+    jitter: float = 0.25,
+    seed: int | None = 0,
+) -> Axes:
     """Strip plot of |a − b| / |b| for several identities against machine epsilon.
 
     ``differences``: dict label → array of non-negative relative differences (one
@@ -424,7 +519,7 @@ def roundoff(differences, *, ax=None, dtype=torch.float64, jitter=0.25, seed=0):
 
 
 # --- model selection ---------------------------------------------------------------------------
-def table_columns(table) -> dict:
+def table_columns(table: Any) -> dict[str, list]:
     """A model-selection table as a dict column → list: accepts a dict of columns, a list of
     row dicts, a pandas DataFrame, or an object with ``.rows`` (row dicts) or ``.columns``."""
     if hasattr(table, "to_dict") and hasattr(table, "columns") and hasattr(table, "index"):  # DataFrame
@@ -452,7 +547,13 @@ def _k_column(cols: dict) -> str:
     raise ValueError(f"the table has no column 'k' (columns: {', '.join(cols)})")
 
 
-def selection(table, *, ax=None, criteria=None, lower_is_better=None):
+def selection(
+    table: Any,
+    *,
+    ax: Axes | None = None,
+    criteria: Sequence[str] | None = None,
+    lower_is_better: Mapping[str, bool] | None = None,
+) -> Axes:
     """Model-selection criteria against K with the best K starred.
 
     ``table``: a ``SelectionTable`` (``select_k``) or any table :func:`table_columns` reads.
@@ -483,8 +584,7 @@ def selection(table, *, ax=None, criteria=None, lower_is_better=None):
         if single:
             y = v
             if "se" in cols:
-                ax.errorbar(ks, y, yerr=np.asarray(cols["se"], dtype=np.float64), fmt="none", ecolor=f"C{i}",
-                            capsize=3)
+                ax.errorbar(ks, y, yerr=np.asarray(cols["se"], dtype=np.float64), fmt="none", ecolor=f"C{i}", capsize=3)
         else:
             lo, hi = np.nanmin(v), np.nanmax(v)
             y = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
@@ -506,7 +606,7 @@ def _is_numeric(values) -> bool:
         return False
 
 
-def selection_table(table, *, ax=None, fmt="{:.6g}"):
+def selection_table(table: Any, *, ax: Axes | None = None, fmt: str = "{:.6g}") -> Axes:
     """The model-selection table drawn as a matplotlib table (axis frame hidden)."""
     ax = _axes(ax)
     cols = table_columns(table)

@@ -1,5 +1,6 @@
-"""The ppl-gmm command line: good runs print a table and round-trip through --out; every bad
-input gives exit code 2 and exactly one line on stderr, never a traceback."""
+"""The ppl-gmm command line (ppl_gmm.app.cli) and the demo: good runs print a table and round-trip
+through --out; every bad input gives exit code 2 and exactly one line on stderr, never a traceback."""
+
 import subprocess
 import sys
 
@@ -8,14 +9,15 @@ import pytest
 import torch
 
 import ppl_gmm as pg
-from ppl_gmm import cli
-from ppl_gmm.demo import compare_svi_cavi, format_comparison
+from ppl_gmm.app import cli
+from ppl_gmm.app.demo import compare_svi_cavi
+from ppl_gmm.results.text import format_comparison
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny problems: one torch thread (two processes of ``pytest -n 2`` share two cores)."""
-    from ppl_gmm._threads import limited_threads
+    from ppl_gmm.core.threads import limited_threads
 
     with limited_threads():
         yield
@@ -40,8 +42,18 @@ def test_fit_prints_table_and_out_round_trips(faithful_csv, tmp_path, capsys):
     out_path = tmp_path / "fit.npz"
     code, out, err = run(["fit", faithful_csv, "-k", 2, "--out", out_path, "--no-progress"], capsys)
     assert code == 0, err
-    for text in ("method: cavi", "weight", "mean eruptions", "mean waiting", "covariances", "ELBO (eq. 18)",
-                 "log-likelihood (eq. 26)", "iterations:", "converged: True", f"saved to {out_path}"):
+    for text in (
+        "method: cavi",
+        "weight",
+        "mean eruptions",
+        "mean waiting",
+        "covariances",
+        "ELBO (eq. 18)",
+        "log-likelihood (eq. 26)",
+        "iterations:",
+        "converged: True",
+        f"saved to {out_path}",
+    ):
         assert text in out
     loaded = pg.load_fit(out_path)
     ref = pg.fit_cavi(pg.datasets.load_old_faithful(), 2, seed=0)  # the CLI's default seed is 0
@@ -69,8 +81,24 @@ def test_fit_one_column_is_one_dimensional(faithful_csv, capsys):
 
 def test_fit_svi_and_bayesian_methods(faithful_csv, tmp_path, capsys):
     out_path = tmp_path / "svi.npz"
-    code, out, err = run(["fit", faithful_csv, "-k", 2, "--method", "svi", "--num-steps", 30,
-                          "--local-updates", "natural", "--out", out_path, "--no-progress"], capsys)
+    code, out, err = run(
+        [
+            "fit",
+            faithful_csv,
+            "-k",
+            2,
+            "--method",
+            "svi",
+            "--num-steps",
+            30,
+            "--local-updates",
+            "natural",
+            "--out",
+            out_path,
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "method: svi" in out and pg.load_fit(out_path).method == "svi"
     code, out, err = run(["fit", faithful_csv, "-k", 2, "--method", "map", "--no-progress"], capsys)
@@ -123,16 +151,19 @@ def test_unreadable_files(tmp_path, capsys):
         _one_error_line(code, err, expect)
 
 
-@pytest.mark.parametrize("argv, expect", [
-    (["-k", "x"], "invalid int value: 'x'"),
-    (["-k", "0"], "-k must be at least 1"),
-    (["-k", "300"], "larger than the number of data points"),
-    (["-k", "2", "--method", "em"], "invalid choice: 'em'"),
-    (["-k", "2", "--columns", "speed"], "no column 'speed'"),
-    ([], "required: -k"),
-    (["-k", "2", "--bogus"], "unrecognized arguments: --bogus"),
-    (["-k", "2", "--max-iter", "-1"], "max_iter must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (["-k", "x"], "invalid int value: 'x'"),
+        (["-k", "0"], "-k must be at least 1"),
+        (["-k", "300"], "larger than the number of data points"),
+        (["-k", "2", "--method", "em"], "invalid choice: 'em'"),
+        (["-k", "2", "--columns", "speed"], "no column 'speed'"),
+        ([], "required: -k"),
+        (["-k", "2", "--bogus"], "unrecognized arguments: --bogus"),
+        (["-k", "2", "--max-iter", "-1"], "max_iter must be >= 0"),
+    ],
+)
 def test_bad_flags(argv, expect, faithful_csv, capsys):
     code, _, err = run(["fit", faithful_csv, *argv, "--no-progress"], capsys)
     _one_error_line(code, err, expect)
@@ -160,12 +191,28 @@ def test_python_dash_m_process(tmp_path):
     """A real process: ``python -m ppl_gmm`` exits 2 with one line and no traceback."""
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,x\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "ppl_gmm", "fit", str(bad), "-k", "1"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppl_gmm", "fit", str(bad), "-k", "1"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"ppl-gmm: error: {bad}: column 'b' is not numeric: line 2 has 'x'; "
-                                                "choose numeric columns with --columns"]
+    assert proc.stderr.strip().splitlines() == [
+        f"ppl-gmm: error: {bad}: column 'b' is not numeric: line 2 has 'x'; choose numeric columns with --columns"
+    ]
+
+
+def test_console_script_entry_point_resolves():
+    """``pip install`` writes the ``ppl-gmm`` script from pyproject's [project.scripts]: its target
+    must import and be the command line's ``main``."""
+    import importlib
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    target = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["scripts"]["ppl-gmm"]
+    module, _, attr = target.partition(":")
+    assert getattr(importlib.import_module(module), attr) is cli.main
 
 
 def test_demo_table(capsys):

@@ -1,6 +1,7 @@
 """The closed-form quantities (eq. 15–21, 26, 28) against independent references:
 scipy's multivariate normal and logsumexp, brute-force enumeration of all K^N
 assignments, torch autograd of an independently written eq. 18, and numpy M-steps."""
+
 import itertools
 import math
 
@@ -13,24 +14,23 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import ppl_gmm as pg
-from conftest import random_gamma, random_params
-from ppl_gmm.closed_form import entropy, log_gaussian, weighted_log_prob
+from ppl_gmm.core.gmm import (
+    entropy,
+    expected_log_joint_from_stats,
+    log_gaussian,
+    weighted_log_prob,
+    weighted_scatter,
+)
+from ppl_gmm.core.linalg import precision_cholesky
+
+from oracles import random_gamma, random_params, scipy_log_weights
 
 COV_TYPES = ("full", "diag", "spherical", "tied")
 
 
-def scipy_wlp(x, params):
-    """(N, K) log α_k + log N(x_i | μ_k, Σ_k) from scipy."""
-    p = params.as_numpy()
-    return np.stack(
-        [np.log(p["alpha"][j]) + multivariate_normal(p["mu"][j], p["cov"][j]).logpdf(x).reshape(-1) for j in range(params.k)],
-        axis=1,
-    )
-
-
 def numpy_elbo(x, gamma, params):
     """eq. 18 term by term in numpy: Σ γ (log α + log N) − Σ γ log γ, 0·log 0 = 0."""
-    wlp = scipy_wlp(x, params)
+    wlp = scipy_log_weights(x, params)
     g = np.asarray(gamma)
     safe = np.where(g > 0, g, 1.0)
     return float(np.sum(np.where(g > 0, g * wlp, 0.0)) - np.sum(np.where(g > 0, g * np.log(safe), 0.0)))
@@ -40,7 +40,7 @@ def numpy_elbo(x, gamma, params):
 def test_log_gaussian_and_wlp_match_scipy(d):
     params = random_params(4, d, seed=d)
     x = np.random.default_rng(d).normal(scale=4, size=(50, d))
-    ref = scipy_wlp(x, params)
+    ref = scipy_log_weights(x, params)
     got = weighted_log_prob(x, params).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-10)
     lg = log_gaussian(torch.tensor(x), params.mu, params.cov).numpy()
@@ -51,7 +51,7 @@ def test_log_gaussian_and_wlp_match_scipy(d):
 def test_e_step_and_log_likelihood_match_scipy(d):
     params = random_params(3, d, seed=10 + d)
     x = np.random.default_rng(d).normal(scale=3, size=(40, d))
-    wlp = scipy_wlp(x, params)
+    wlp = scipy_log_weights(x, params)
     lse = logsumexp(wlp, axis=1, keepdims=True)
     np.testing.assert_allclose(pg.e_step(x, params).numpy(), np.exp(wlp - lse), rtol=1e-11, atol=1e-14)  # eq. 20
     assert float(pg.log_likelihood(x, params)) == pytest.approx(float(lse.sum()), rel=1e-13)  # eq. 26
@@ -71,6 +71,7 @@ def test_elbo_equals_log_likelihood_after_e_step_and_is_below_otherwise(separate
     x, _, params = separated_2d
     gamma = pg.e_step(x, params)
     ll = float(pg.log_likelihood(x, params))
+    assert ll == pytest.approx(float(logsumexp(scipy_log_weights(x.numpy(), params), axis=1).sum()), rel=1e-12)  # scipy
     assert float(pg.elbo(x, gamma, params)) == pytest.approx(ll, rel=1e-13, abs=1e-9)
     other = random_gamma(x.shape[0], 3, seed=4)
     assert float(pg.elbo(x, other, params)) < ll
@@ -82,7 +83,7 @@ def test_brute_force_enumeration_of_all_assignments():
     k, n = 3, 5
     params = random_params(k, 2, seed=7)
     x = np.random.default_rng(7).normal(scale=2, size=(n, 2))
-    wlp = scipy_wlp(x, params)
+    wlp = scipy_log_weights(x, params)
     gamma = random_gamma(n, k, seed=8).numpy()
     log_joint, q_z = [], []
     for z in itertools.product(range(k), repeat=n):
@@ -166,9 +167,12 @@ def test_far_point_gets_finite_normalised_responsibilities(separated_2d):
     _, _, params = separated_2d
     x = torch.tensor([[1e7, 1e7], [-1e7, 3e7], [0.0, 0.0]], dtype=torch.float64)
     gamma = pg.e_step(x, params)
-    assert torch.isfinite(gamma).all()
-    torch.testing.assert_close(gamma.sum(1), torch.ones(3, dtype=torch.float64))
-    assert torch.isfinite(pg.log_likelihood(x, params))
+    assert torch.isfinite(gamma).all() and bool((gamma >= 0).all())
+    # exp(ℓ − max) / Σ: every row on the simplex to round-off, however far the point is
+    torch.testing.assert_close(gamma.sum(1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
+    ll = float(pg.log_likelihood(x, params))
+    ref = float(logsumexp(scipy_log_weights(x.numpy(), params), axis=1).sum())  # eq. 26 by scipy
+    assert math.isfinite(ll) and ll == pytest.approx(ref, rel=1e-12)
 
 
 def test_m_step_names_an_empty_component():
@@ -184,6 +188,84 @@ def test_entropy_zero_log_zero():
     assert float(entropy(g)) == pytest.approx(math.log(2))
 
 
+def test_zero_weight_component_gets_zero_responsibility():
+    """α_k = 0: log α_k = −∞, γ_ik = 0 exactly, eq. 18 stays finite (0·(−∞) = 0)."""
+    p = random_params(3, 2, seed=5)
+    params = pg.GMMParams(torch.tensor([0.4, 0.0, 0.6], dtype=torch.float64), p.mu, p.cov)
+    x = np.random.default_rng(5).normal(scale=3, size=(20, 2))
+    gamma = pg.e_step(x, params)
+    assert bool((gamma[:, 1] == 0).all())
+    ref = scipy_log_weights(x, pg.GMMParams(torch.tensor([0.4, 0.6], dtype=torch.float64), p.mu[[0, 2]], p.cov[[0, 2]]))
+    np.testing.assert_allclose(
+        gamma[:, [0, 2]].numpy(), np.exp(ref - logsumexp(ref, axis=1, keepdims=True)), rtol=1e-11, atol=1e-14
+    )
+    assert float(pg.elbo(x, gamma, params)) == pytest.approx(float(logsumexp(ref, axis=1).sum()), rel=1e-12)
+
+
+def _numpy_scatter(x, gamma, centres):
+    """Σ_i γ_ik (x_i − c_k)(x_i − c_k)ᵀ by an explicit loop over points and components."""
+    k, d = centres.shape
+    out = np.zeros((k, d, d))
+    for j in range(k):
+        for i in range(x.shape[0]):
+            diff = x[i] - centres[j]
+            out[j] += gamma[i, j] * np.outer(diff, diff)
+    return out
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_weighted_scatter_matches_a_numpy_loop(d):
+    rng = np.random.default_rng(40 + d)
+    x = rng.normal(scale=2.0, size=(37, d)) + 5.0
+    gamma = random_gamma(37, 4, seed=d).numpy()
+    centres = rng.normal(size=(4, d))
+    ref = _numpy_scatter(x, gamma, centres)
+    got = weighted_scatter(torch.tensor(x), torch.tensor(gamma), torch.tensor(centres))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-12, atol=1e-12)
+    # in row blocks (block boundary inside the data), and with γ as a transposed view of (K, N)
+    blocked = weighted_scatter(torch.tensor(x), torch.tensor(gamma.T.copy()).T, torch.tensor(centres), block_rows=8)
+    np.testing.assert_allclose(blocked.numpy(), ref, rtol=1e-12, atol=1e-12)
+    # two-pass: data and centres shifted by 1e6 give the same scatter
+    far = weighted_scatter(torch.tensor(x + 1e6), torch.tensor(gamma), torch.tensor(centres + 1e6))
+    np.testing.assert_allclose(far.numpy(), ref, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_expected_log_joint_from_stats_plus_entropy_is_elbo(d):
+    """E_q[log p(X, Z | Θ)] from (N_k, S_k about Θ's own μ_k) plus H(q) is eq. 18 (scipy, numpy) at
+    random, non-optimal (Θ, γ)."""
+    k, n = 3, 45
+    params = random_params(k, d, seed=50 + d)
+    x = np.random.default_rng(50 + d).normal(scale=3, size=(n, d))
+    gamma = random_gamma(n, k, seed=60 + d)
+    g = gamma.numpy()
+    scatter = torch.tensor(_numpy_scatter(x, g, params.mu.numpy()))
+    prec_chol = precision_cholesky(params.cov)
+    got = expected_log_joint_from_stats(gamma.sum(0), scatter, params.alpha, prec_chol) + entropy(gamma)
+    assert float(got) == pytest.approx(numpy_elbo(x, g, params), rel=1e-12)
+    # the library's own scatter gives the same number
+    lib = expected_log_joint_from_stats(
+        gamma.sum(0), weighted_scatter(torch.tensor(x), gamma, params.mu), params.alpha, prec_chol
+    )
+    assert float(lib + entropy(gamma)) == pytest.approx(float(pg.elbo(x, gamma, params)), rel=1e-12)
+
+
+def test_expected_log_joint_from_stats_empty_and_switched_off_components():
+    """N_k = 0 contributes 0 even where α_k = 0; N_k > 0 with α_k = 0 gives −∞."""
+    params = random_params(2, 2, seed=3)
+    prec_chol = precision_cholesky(params.cov)
+    x = np.random.default_rng(3).normal(size=(10, 2))
+    gamma = np.zeros((10, 2))
+    gamma[:, 0] = 1.0
+    scatter = torch.tensor(_numpy_scatter(x, gamma, params.mu.numpy()))
+    alpha = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    got = expected_log_joint_from_stats(torch.tensor(gamma.sum(0)), scatter, alpha, prec_chol)
+    ref = multivariate_normal(params.mu[0].numpy(), params.cov[0].numpy()).logpdf(x).sum()  # log α_0 = 0
+    assert float(got) == pytest.approx(ref, rel=1e-12)
+    swapped = expected_log_joint_from_stats(torch.tensor(gamma.sum(0)), scatter, alpha.flip(0), prec_chol)
+    assert float(swapped) == -math.inf
+
+
 # --- property tests ------------------------------------------------------------------------------
 _settings = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -196,7 +278,9 @@ def test_elbo_and_log_likelihood_are_permutation_invariant(seed, k, d):
     x = torch.tensor(rng.normal(scale=3, size=(15, d)))
     gamma = random_gamma(15, k, seed)
     perm = torch.as_tensor(rng.permutation(k))
-    assert float(pg.log_likelihood(x, params.permute(perm))) == pytest.approx(float(pg.log_likelihood(x, params)), rel=1e-12)
+    assert float(pg.log_likelihood(x, params.permute(perm))) == pytest.approx(
+        float(pg.log_likelihood(x, params)), rel=1e-12
+    )
     assert float(pg.elbo(x, gamma[:, perm], params.permute(perm))) == pytest.approx(
         float(pg.elbo(x, gamma, params)), rel=1e-12
     )

@@ -1,5 +1,6 @@
 """NormalWishartPrior, default_prior and the Normal-Wishart algebra, against scipy and PRML's
 literal formulas."""
+
 import math
 
 import numpy as np
@@ -9,14 +10,19 @@ from scipy import stats
 from scipy.special import digamma
 
 import ppl_gmm as pg
-from ppl_gmm.priors import (
+from ppl_gmm.core.priors import (
     NormalWishartPrior,
-    conjugate_update,
+    conjugate_update_from_data,
     default_prior,
     expected_log_det,
     log_dirichlet_norm,
+    log_prior,
     log_wishart_norm,
+    posterior_mode,
+    resolve_prior,
 )
+
+from oracles import map_m_step, random_gamma, random_params
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
@@ -38,20 +44,20 @@ def test_prior_stores_float64_symmetric_tensors():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(alpha0=0.0), "alpha0 must be > 0"),
-        (dict(alpha0=-1.0), "alpha0 must be > 0"),
-        (dict(beta0=0.0), "beta0 must be > 0"),
-        (dict(nu0=1.0), r"nu0 must be > D - 1 = 1"),
-        (dict(W0=[[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
-        (dict(W0=[[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
-        (dict(W0=np.eye(3)), r"shape \(D, D\) = \(2, 2\)"),
-        (dict(m0=[np.nan, 0.0]), "m0 must be a finite"),
-        (dict(W0=[[np.inf, 0], [0, 1]]), "NaN or infinite"),
-        (dict(alpha0=float("inf")), "alpha0 must be finite"),
+        ({"alpha0": 0.0}, "alpha0 must be > 0"),
+        ({"alpha0": -1.0}, "alpha0 must be > 0"),
+        ({"beta0": 0.0}, "beta0 must be > 0"),
+        ({"nu0": 1.0}, r"nu0 must be > D - 1 = 1"),
+        ({"W0": [[1.0, 2.0], [2.0, 1.0]]}, "positive definite"),
+        ({"W0": [[1.0, 0.5], [0.0, 1.0]]}, "symmetric"),
+        ({"W0": np.eye(3)}, r"shape \(D, D\) = \(2, 2\)"),
+        ({"m0": [np.nan, 0.0]}, "m0 must be a finite"),
+        ({"W0": [[np.inf, 0], [0, 1]]}, "NaN or infinite"),
+        ({"alpha0": float("inf")}, "alpha0 must be finite"),
     ],
 )
 def test_invalid_priors_are_refused_with_a_clear_message(kwargs, match):
-    base = dict(alpha0=1.0, m0=[0.0, 0.0], beta0=1.0, nu0=3.0, W0=np.eye(2))
+    base = {"alpha0": 1.0, "m0": [0.0, 0.0], "beta0": 1.0, "nu0": 3.0, "W0": np.eye(2)}
     with pytest.raises(ValueError, match=match):
         NormalWishartPrior(**{**base, **kwargs})
 
@@ -136,17 +142,33 @@ def _prml_update(x, gamma, p):
 
 
 def test_conjugate_update_equals_prml_literal_form(faithful):
-    from conftest import random_gamma
-
     gamma = random_gamma(len(faithful), 3, seed=4).numpy()
     p = default_prior(faithful, 3)
-    st = conjugate_update(torch.as_tensor(faithful), torch.as_tensor(gamma.T), p)
-    for j, (a, b, m, nu, w_inv) in enumerate(_prml_update(faithful, gamma, p)):
+    x = torch.as_tensor(faithful)
+    st = conjugate_update_from_data(x, torch.as_tensor(gamma), p)
+    prml = _prml_update(faithful, gamma, p)
+    for j, (a, b, m, nu, w_inv) in enumerate(prml):
+        assert float(st.n_k[j]) == pytest.approx(gamma[:, j].sum(), rel=1e-14)
         assert float(st.alpha[j]) == pytest.approx(a, rel=1e-14)
         assert float(st.beta[j]) == pytest.approx(b, rel=1e-14)
         assert float(st.nu[j]) == pytest.approx(nu, rel=1e-14)
         np.testing.assert_allclose(st.m[j].numpy(), m, rtol=1e-12)
         np.testing.assert_allclose(st.w_inv[j].numpy(), w_inv, rtol=1e-10)
+        # the new field: the scatter about the new m_k, Σ_i γ_ik (x_i − m_k)(x_i − m_k)ᵀ
+        diff = faithful - m
+        np.testing.assert_allclose(st.scatter[j].numpy(), (gamma[:, j, None] * diff).T @ diff, rtol=1e-10)
+    # γ given as a transposed view of a (K, N) array: the same update
+    st_t = conjugate_update_from_data(x, torch.as_tensor(gamma.T.copy()).T, p)
+    for name in ("alpha", "beta", "m", "nu", "w_inv", "scatter"):
+        torch.testing.assert_close(getattr(st_t, name), getattr(st, name), rtol=1e-13, atol=0)
+    # explicit m0 and W0⁻¹ (the work dtype and coordinates) are used instead of the prior's
+    m0 = torch.tensor([1.0, 50.0], dtype=torch.float64)
+    w0_inv = torch.tensor([[2.0, 0.3], [0.3, 40.0]], dtype=torch.float64)
+    moved = NormalWishartPrior(p.alpha0, m0, p.beta0, p.nu0, torch.linalg.inv(w0_inv))
+    st_m = conjugate_update_from_data(x, torch.as_tensor(gamma), p, m0=m0, w0_inv=w0_inv)
+    for j, (_, _, m, _, w_inv) in enumerate(_prml_update(faithful, gamma, moved)):
+        np.testing.assert_allclose(st_m.m[j].numpy(), m, rtol=1e-12)
+        np.testing.assert_allclose(st_m.w_inv[j].numpy(), w_inv, rtol=1e-10)
 
 
 def test_conjugate_update_empty_component_is_the_prior_and_shift_is_exact(faithful):
@@ -154,20 +176,95 @@ def test_conjugate_update_empty_component_is_the_prior_and_shift_is_exact(faithf
     gamma = torch.zeros(len(x), 2, dtype=torch.float64)
     gamma[:, 0] = 1.0
     p = default_prior(faithful, 2)
-    st = conjugate_update(x, gamma.T, p)
+    st = conjugate_update_from_data(x, gamma, p)
     assert float(st.n_k[1]) == 0.0
     assert torch.equal(st.m[1], p.m0) and torch.allclose(st.w_inv[1], p.W0_inv, rtol=0, atol=0)
     assert float(st.alpha[1]) == p.alpha0 and float(st.nu[1]) == p.nu0 and float(st.beta[1]) == p.beta0
     # data and m0 shifted by 1e6: the same W_k⁻¹ (two-pass scatter about m_k), shifted m_k
-    from conftest import random_gamma
-
     g = random_gamma(len(x), 3, seed=5)
     p3 = default_prior(faithful, 3)
     shifted = NormalWishartPrior(p3.alpha0, p3.m0 + 1e6, p3.beta0, p3.nu0, p3.W0)
-    a = conjugate_update(x, g.T, p3)
-    b = conjugate_update(x + 1e6, g.T, shifted)
+    a = conjugate_update_from_data(x, g, p3)
+    b = conjugate_update_from_data(x + 1e6, g, shifted)
     torch.testing.assert_close(b.w_inv, a.w_inv, rtol=1e-8, atol=0)
     torch.testing.assert_close(b.m - 1e6, a.m, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("reg_covar", [0.0, 1e-3])
+def test_posterior_mode_equals_the_map_m_step_oracle(faithful, reg_covar):
+    """The joint mode of the conjugate posterior = oracles.map_m_step (PRML 10.62 about x̄_k)."""
+    x = torch.as_tensor(faithful)
+    for seed, alpha0 in ((6, 1.0), (7, 0.3)):  # alpha0 < 1: a tiny component's weight clamps at 0
+        gamma = random_gamma(len(x), 3, seed=seed)
+        gamma[:, 2] *= 1e-3
+        gamma = gamma / gamma.sum(1, keepdim=True)
+        base = default_prior(faithful, 3)
+        p = NormalWishartPrior(alpha0, base.m0, base.beta0, base.nu0, base.W0)
+        got = posterior_mode(conjugate_update_from_data(x, gamma, p), reg_covar)
+        ref = map_m_step(faithful, gamma, p, reg_covar)
+        torch.testing.assert_close(got.alpha, ref.alpha, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(got.mu, ref.mu, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got.cov, ref.cov, rtol=1e-10, atol=1e-12)
+        if alpha0 < 1:
+            assert float(got.alpha[2]) == 0.0  # max(N_k + alpha0 − 1, 0)
+
+
+def _scipy_log_prior(params, prior):
+    """ln Dir(α) + Σ_k [ln W(Λ_k | W0, nu0) + ln N(μ_k | m0, (beta0 Λ_k)⁻¹)] by scipy.stats."""
+    alpha, mu, cov = (t.numpy() for t in (params.alpha, params.mu, params.cov))
+    active = alpha > 0
+    out = stats.dirichlet.logpdf(alpha[active], np.full(active.sum(), prior.alpha0)) if active.sum() > 1 else 0.0
+    for j in range(len(alpha)):
+        lam = np.linalg.inv(cov[j])
+        out += stats.wishart.logpdf(lam, df=prior.nu0, scale=prior.W0.numpy())
+        out += stats.multivariate_normal.logpdf(mu[j], prior.m0.numpy(), cov[j] / prior.beta0)
+    return float(out)
+
+
+@pytest.mark.parametrize("k,d", [(1, 1), (3, 1), (2, 2), (4, 3)])
+def test_log_prior_matches_scipy(k, d):
+    rng = np.random.default_rng(10 * k + d)
+    a = rng.normal(size=(d, d))
+    prior = NormalWishartPrior(alpha0=0.7, m0=rng.normal(size=d), beta0=0.3, nu0=d + 1.5, W0=a @ a.T + np.eye(d))
+    params = random_params(k, d, seed=k + d)
+    assert float(log_prior(params, prior)) == pytest.approx(_scipy_log_prior(params, prior), rel=1e-11)
+    if k > 2:  # a switched-off component (α_k = 0) leaves the Dirichlet over the active ones
+        alpha = params.alpha.clone()
+        alpha[0] = 0.0
+        off = pg.GMMParams(alpha / alpha.sum(), params.mu, params.cov)
+        assert float(log_prior(off, prior)) == pytest.approx(_scipy_log_prior(off, prior), rel=1e-11)
+    with pytest.raises(ValueError, match=f"the prior is {d}-dimensional"):
+        log_prior(random_params(k, d + 1, seed=0), prior)
+
+
+def test_log_normalisers_match_scipy():
+    """ln C(alpha0 1_K) + K ln B(W0, nu0) + (K D / 2) ln beta0, each normaliser read off scipy's
+    density minus its kernel at one point."""
+    d, k = 2, 3
+    prior = NormalWishartPrior(alpha0=0.8, m0=[0.0, 1.0], beta0=0.25, nu0=3.5, W0=[[1.5, 0.2], [0.2, 0.7]])
+    w0 = prior.W0.numpy()
+    lam = np.array([[2.0, 0.3], [0.3, 1.0]])
+    log_b = stats.wishart(df=prior.nu0, scale=w0).logpdf(lam) - (
+        0.5 * (prior.nu0 - d - 1) * np.linalg.slogdet(lam)[1] - 0.5 * np.trace(np.linalg.solve(w0, lam))
+    )
+    assert float(prior.log_wishart_norm0()) == pytest.approx(log_b, abs=1e-12)
+    point = np.array([0.2, 0.3, 0.5])
+    log_c = stats.dirichlet(np.full(k, prior.alpha0)).logpdf(point) - ((prior.alpha0 - 1) * np.log(point)).sum()
+    ref = log_c + k * log_b + 0.5 * k * d * math.log(prior.beta0)
+    assert float(prior.log_normalisers(k)) == pytest.approx(ref, abs=1e-11)
+    assert prior.log_normalisers(k, torch.float32).dtype == torch.float32
+
+
+def test_resolve_prior(faithful):
+    x = torch.as_tensor(faithful)
+    default = resolve_prior(x, 3, None)
+    ref = default_prior(faithful, 3)
+    assert torch.equal(default.W0, ref.W0) and torch.equal(default.m0, ref.m0)
+    assert resolve_prior(x, 3, ref) is ref
+    with pytest.raises(TypeError, match="prior must be a NormalWishartPrior"):
+        resolve_prior(x, 3, {"alpha0": 1.0})
+    with pytest.raises(ValueError, match="the prior is 1-dimensional"):
+        resolve_prior(x, 3, NormalWishartPrior(1.0, 0.0, 1.0, 2.0, 1.0))
 
 
 def test_public_names():

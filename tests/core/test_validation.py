@@ -1,11 +1,14 @@
 """Bad input is refused before any work starts, with a message that names the problem."""
+
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import ppl_gmm as pg
-from ppl_gmm._validation import as_data
+from ppl_gmm.core.validation import as_data, check_fit_args, check_init
 
 GOOD = np.random.default_rng(0).normal(size=(30, 2))
 
@@ -13,12 +16,19 @@ GOOD = np.random.default_rng(0).normal(size=(30, 2))
 @pytest.fixture(autouse=True)
 def no_work(monkeypatch):
     """Any initialisation during these tests means validation came too late."""
-    import ppl_gmm.cavi as cavi
+    import ppl_gmm.inference.cavi as cavi
 
     def boom(*args, **kwargs):
         raise AssertionError("work started before the input was validated")
 
     monkeypatch.setattr(cavi, "initial_params", boom)
+
+
+def test_the_no_work_guard_intercepts_a_valid_fit():
+    """The autouse guard above patches the initialisation fit_cavi really calls (else every
+    "refused before any work" test below would pass vacuously)."""
+    with pytest.raises(AssertionError, match="work started before the input was validated"):
+        pg.fit_cavi(GOOD, 2, seed=0)
 
 
 def refuse(exc, match, x=GOOD, k=2, **kw):
@@ -35,25 +45,26 @@ def test_nan_and_inf_rows_are_named():
 
 
 @pytest.mark.parametrize(
-    "x, match",
+    "x, exc, match",
     [
-        (np.empty((0, 2)), "empty"),
-        (np.empty((5, 0)), "no columns"),
-        (np.zeros((4, 3, 2)), "3-D"),
-        (3.0, "scalar"),
-        (np.array([["1", "2"], ["3", "4"]]), "strings"),
-        (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), "found str 'a' at index \\(0, 1\\)"),
-        (np.array([[True, False], [False, True]]), "booleans"),
-        (np.array([[1 + 2j, 0], [1, 1]]), "complex"),
-        (torch.tensor([[1 + 1j, 2]]), "complex"),
-        (np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"), "dates"),
-        ([[1.0, 2.0], [3.0]], "could not be read"),
-        (pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"]}), "found str 'x'"),
+        (np.empty((0, 2)), ValueError, "empty"),
+        (np.empty((5, 0)), ValueError, "no columns"),
+        (np.zeros((4, 3, 2)), ValueError, "3-D"),
+        (3.0, ValueError, "scalar"),
+        (np.array([["1", "2"], ["3", "4"]]), TypeError, "strings"),
+        (np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), TypeError, "found str 'a' at index \\(0, 1\\)"),
+        (np.array([[True, False], [False, True]]), TypeError, "booleans"),
+        (np.array([[1 + 2j, 0], [1, 1]]), TypeError, "complex"),
+        (torch.tensor([[1 + 1j, 2]]), TypeError, "complex"),
+        (np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"), TypeError, "dates"),
+        ([[1.0, 2.0], [3.0]], TypeError, "could not be read"),
+        (pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"]}), TypeError, "found str 'x'"),
     ],
 )
-def test_bad_data_is_refused(x, match):
-    with pytest.raises((TypeError, ValueError), match=match):
+def test_bad_data_is_refused(x, exc, match):
+    with pytest.raises(exc, match=match) as info:
         pg.fit_cavi(x, 1)
+    assert type(info.value) is exc  # not merely a subclass
 
 
 def test_numeric_tables_and_object_numbers_are_accepted():
@@ -68,8 +79,14 @@ def test_numeric_tables_and_object_numbers_are_accepted():
 
 @pytest.mark.parametrize(
     "k, exc, match",
-    [(0, ValueError, "at least 1"), (-1, ValueError, "at least 1"), (31, ValueError, "larger than the number of data"),
-     (2.0, TypeError, "must be an integer"), (True, TypeError, "must be an integer"), ("2", TypeError, "integer")],
+    [
+        (0, ValueError, "at least 1"),
+        (-1, ValueError, "at least 1"),
+        (31, ValueError, "larger than the number of data"),
+        (2.0, TypeError, "must be an integer"),
+        (True, TypeError, "must be an integer"),
+        ("2", TypeError, "integer"),
+    ],
 )
 def test_bad_k(k, exc, match):
     refuse(exc, match, k=k)
@@ -78,21 +95,21 @@ def test_bad_k(k, exc, match):
 @pytest.mark.parametrize(
     "kw, exc, match",
     [
-        (dict(covariance_type="full_rank"), ValueError, "unknown covariance_type 'full_rank'"),
-        (dict(covariance_type=None), ValueError, "unknown covariance_type"),
-        (dict(init="kmeans"), ValueError, "unknown init 'kmeans'"),
-        (dict(init=np.zeros((2, 2))), ValueError, "unknown init"),
-        (dict(tol=-1.0), ValueError, "tol must be >= 0"),
-        (dict(tol=float("nan")), ValueError, "tol"),
-        (dict(tol="small"), TypeError, "tol must be a number"),
-        (dict(max_iter=-1), ValueError, "max_iter must be >= 0"),
-        (dict(max_iter=10.5), TypeError, "max_iter must be an integer"),
-        (dict(n_init=0), ValueError, "n_init must be >= 1"),
-        (dict(reg_covar=-1e-6), ValueError, "reg_covar"),
-        (dict(reg_covar=float("inf")), ValueError, "reg_covar"),
-        (dict(seed=-3), ValueError, "seed"),
-        (dict(seed=1.5), ValueError, "seed"),
-        (dict(dtype=torch.float16), ValueError, "dtype"),
+        ({"covariance_type": "full_rank"}, ValueError, "unknown covariance_type 'full_rank'"),
+        ({"covariance_type": None}, ValueError, "unknown covariance_type"),
+        ({"init": "kmeans"}, ValueError, "unknown init 'kmeans'"),
+        ({"init": np.zeros((2, 2))}, ValueError, "unknown init"),
+        ({"tol": -1.0}, ValueError, "tol must be >= 0"),
+        ({"tol": float("nan")}, ValueError, "tol"),
+        ({"tol": "small"}, TypeError, "tol must be a number"),
+        ({"max_iter": -1}, ValueError, "max_iter must be >= 0"),
+        ({"max_iter": 10.5}, TypeError, "max_iter must be an integer"),
+        ({"n_init": 0}, ValueError, "n_init must be >= 1"),
+        ({"reg_covar": -1e-6}, ValueError, "reg_covar"),
+        ({"reg_covar": float("inf")}, ValueError, "reg_covar"),
+        ({"seed": -3}, ValueError, "seed"),
+        ({"seed": 1.5}, ValueError, "seed"),
+        ({"dtype": torch.float16}, ValueError, "dtype"),
     ],
 )
 def test_bad_options(kw, exc, match):
@@ -136,5 +153,29 @@ def test_gmm_params_shapes_and_dtypes():
     assert p.mu.shape == (2, 1) and p.cov.shape == (2, 1, 1) and p.dtype == torch.float64
     q = pg.GMMParams(torch.tensor([1.0], dtype=torch.float32), torch.zeros(1, 3), torch.eye(3)[None])
     assert q.dtype == torch.float32 and q.mu.dtype == q.cov.dtype == torch.float32
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'alpha'"):
         p.alpha = torch.ones(2)  # immutable
+
+
+def test_check_init_and_check_fit_args():
+    """The validators the fits share (core.validation), called directly."""
+    x, k, init = check_fit_args(GOOD.tolist(), 2, "random")
+    assert x.dtype == torch.float64 and x.shape == (30, 2) and k == 2 and init == "random"
+    assert check_fit_args(GOOD.astype(np.float32), 2, "kmeans++")[0].dtype == torch.float32
+    assert check_fit_args(GOOD, 2, "kmeans++", dtype=torch.float32)[0].dtype == torch.float32
+    two = pg.GMMParams(np.ones(2) / 2, np.zeros((2, 2)), np.tile(np.eye(2), (2, 1, 1)))
+    assert check_init(two, 2, 2) is two
+
+    class Other:  # an extra init type (the VB fits accept a VBPosterior)
+        k, d = 2, 2
+
+    other = Other()
+    assert check_init(other, 2, 2, extra=(Other,)) is other
+    with pytest.raises(ValueError, match="unknown init .*; use 'kmeans\\+\\+', 'random', a GMMParams$"):
+        check_init(other, 2, 2)
+    with pytest.raises(ValueError, match="unknown init 'kmeans'; use 'kmeans\\+\\+', 'random', a GMMParams, a Other"):
+        check_init("kmeans", 2, 2, extra=(Other,))
+    with pytest.raises(ValueError, match="K = 2, D = 2 but the fit asks for K = 3 on D = 2"):
+        check_init(two, 3, 2)
+    with pytest.raises(TypeError, match="must be an integer"):
+        check_fit_args(GOOD, 2.5, "random")

@@ -1,6 +1,7 @@
 """fit_cavi: the fused engine against the plain reference loop and against scikit-learn's
-GaussianMixture iteration for iteration; trace semantics; the Old Faithful MLE;
-robustness (1e6 offsets, far points, collapsing and empty components); seeds."""
+GaussianMixture iteration for iteration; trace semantics (γ and eq. 26 against scipy); the Old
+Faithful MLE; robustness (1e6 offsets, far points, collapsing and empty components); seeds."""
+
 import warnings
 
 import numpy as np
@@ -9,9 +10,12 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import ppl_gmm as pg
-from conftest import random_params
-from ppl_gmm import _engine
-from ppl_gmm.cavi import reference_fit
+from ppl_gmm.core.rng import spawn_seeds
+from ppl_gmm.inference import _engine
+from ppl_gmm.inference.ascent import fit_ascent
+from ppl_gmm.inference.cavi import CAVIProblem
+
+from oracles import random_params, reference_fit, scipy_objectives
 
 COV_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -54,6 +58,38 @@ def run_sklearn(x, params, covariance_type, n_iter, reg_covar=0.0):
         return g.fit(x)
 
 
+def _scipy_e_step(x, params):
+    """(γ, eq. 26) by scipy (oracles.scipy_objectives)."""
+    out = scipy_objectives(x, params)
+    return out["gamma"], out["log_likelihood"]
+
+
+def reference(x, params, **kwargs):
+    """oracles.reference_fit with the traces as float64 tensors."""
+    ref = reference_fit(x, params, **kwargs)
+    return {
+        **ref,
+        "elbo": torch.tensor(ref["elbo"], dtype=torch.float64),
+        "log_likelihood": torch.tensor(ref["log_likelihood"], dtype=torch.float64),
+    }
+
+
+def engine_fit(x, params, *, max_iter, block=None, covariance_type="full", reg_covar=0.0):
+    """The fused engine's loop (fit_ascent on a CAVIProblem) from Θ₀ = ``params``, tol = 0."""
+    problem = CAVIProblem(torch.as_tensor(x), params, covariance_type, reg_covar, block=block)
+    run = fit_ascent(problem, max_iter=max_iter, tol=0.0)
+    p = problem.params(run.state)
+    return {
+        "alpha": p.alpha,
+        "mu": p.mu,
+        "cov": p.cov,
+        "gamma": problem.gamma,
+        "elbo": run.elbo,
+        "log_likelihood": run.log_likelihood,
+        "n_iter": run.n_iter,
+    }
+
+
 def assert_params_close(p, q, rtol):
     for a, b in ((p.alpha, q.alpha), (p.mu, q.mu), (p.cov, q.cov)):
         scale = b.abs().max()
@@ -74,7 +110,9 @@ def test_agrees_with_sklearn_iteration_for_iteration(faithful, covariance_type):
         fit = pg.fit_cavi(x, 3, init=p0, covariance_type=covariance_type, max_iter=n, tol=0, reg_covar=0)
         g = run_sklearn(x, p0, covariance_type, n)
         assert fit.n_iter == n == g.n_iter_
-        ref = pg.GMMParams(torch.tensor(g.weights_), torch.tensor(g.means_), torch.tensor(sklearn_cov(g, covariance_type, 3, 2)))
+        ref = pg.GMMParams(
+            torch.tensor(g.weights_), torch.tensor(g.means_), torch.tensor(sklearn_cov(g, covariance_type, 3, 2))
+        )
         assert_params_close(fit.params, ref, 1e-10)
         np.testing.assert_allclose(fit.gamma.numpy(), g.predict_proba(x), rtol=0, atol=1e-10)
 
@@ -94,11 +132,12 @@ def test_engine_matches_reference_loop(start, faithful, covariance_type):
     """The fused engine vs the loop over the public closed-form functions, every trace entry."""
     p0 = pg.fit_cavi(faithful, 3, max_iter=0, seed=5, reg_covar=0, covariance_type=covariance_type).params
     fit = pg.fit_cavi(faithful, 3, init=p0, covariance_type=covariance_type, max_iter=15, tol=0, reg_covar=0)
-    ref = reference_fit(faithful, p0, covariance_type=covariance_type, max_iter=15)
-    torch.testing.assert_close(fit.elbo, ref.elbo, rtol=1e-12, atol=0)
-    torch.testing.assert_close(fit.log_likelihood, ref.log_likelihood, rtol=1e-12, atol=0)
-    assert_params_close(fit.params, ref.params, 1e-11)
-    torch.testing.assert_close(fit.gamma, ref.gamma, rtol=0, atol=1e-11)
+    ref = reference(faithful, p0, covariance_type=covariance_type, max_iter=15)
+    assert fit.n_iter == ref["n_iter"] == 15
+    torch.testing.assert_close(fit.elbo, ref["elbo"], rtol=1e-12, atol=0)
+    torch.testing.assert_close(fit.log_likelihood, ref["log_likelihood"], rtol=1e-12, atol=0)
+    assert_params_close(fit.params, ref["params"], 1e-11)
+    torch.testing.assert_close(fit.gamma, ref["gamma"], rtol=0, atol=1e-11)
 
 
 def _far_cluster_data():
@@ -119,28 +158,29 @@ def _far_cluster_data():
 def test_engine_paths_and_blocks_match_reference(block, limit, monkeypatch):
     x, p = _far_cluster_data()
     if limit is None:
-        th = _engine._Theta(p.alpha, p.mu - x.mean(0), p.cov, torch.ones(6, dtype=torch.float64), torch.float64)
+        assert x.shape[1] > _engine.SHIFTED_MAX_D  # raw mode: the per-component choice is made
+        th = _engine.Theta(p.alpha, p.mu - x.mean(0), p.cov, torch.ones(6, dtype=torch.float64), torch.float64)
         assert (th.offset2 > _engine.RAW_OFFSET_LIMIT).tolist() == [False, False, True]  # mixed paths
     else:
         monkeypatch.setattr(_engine, "RAW_OFFSET_LIMIT", limit)
-    out = _engine.fit_em(x, p.alpha, p.mu, p.cov, covariance_type="full", reg_covar=0.0, max_iter=6, tol=0.0, block=block)
-    ref = reference_fit(x, p, max_iter=6)
+    out = engine_fit(x, p, max_iter=6, block=block)
+    ref = reference(x, p, max_iter=6)
     # raw moments for the far, tight component lose digits to cancellation: why the guard exists
     loose = 1e3 if limit == float("inf") else 1.0
-    torch.testing.assert_close(out["elbo"], ref.elbo, rtol=1e-12 * loose, atol=0)
-    torch.testing.assert_close(out["log_likelihood"], ref.log_likelihood, rtol=1e-12 * loose, atol=0)
-    torch.testing.assert_close(out["cov"], ref.params.cov, rtol=1e-9 * loose, atol=1e-12 * loose)
-    torch.testing.assert_close(out["mu"], ref.params.mu, rtol=1e-12 * loose, atol=1e-11 * loose)
-    torch.testing.assert_close(out["gamma"], ref.gamma, rtol=0, atol=1e-11 * loose)
+    torch.testing.assert_close(out["elbo"], ref["elbo"], rtol=1e-12 * loose, atol=0)
+    torch.testing.assert_close(out["log_likelihood"], ref["log_likelihood"], rtol=1e-12 * loose, atol=0)
+    torch.testing.assert_close(out["cov"], ref["params"].cov, rtol=1e-9 * loose, atol=1e-12 * loose)
+    torch.testing.assert_close(out["mu"], ref["params"].mu, rtol=1e-12 * loose, atol=1e-11 * loose)
+    torch.testing.assert_close(out["gamma"], ref["gamma"], rtol=0, atol=1e-11 * loose)
 
 
 @pytest.mark.parametrize("d", [1, 2])
 def test_blocked_passes_match_single_block(d):
     params = random_params(3, d, seed=2)
     x, _ = pg.datasets.make_mixture(500, params, seed=2)
-    kw = dict(covariance_type="full", reg_covar=0.0, max_iter=5, tol=0.0)
-    a = _engine.fit_em(x, params.alpha, params.mu, params.cov, **kw)
-    b = _engine.fit_em(x, params.alpha, params.mu, params.cov, block=64, **kw)
+    a = engine_fit(x, params, max_iter=5)
+    b = engine_fit(x, params, max_iter=5, block=64)
+    assert a["n_iter"] == b["n_iter"] == 5
     for key in ("elbo", "log_likelihood", "mu", "cov", "gamma"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-13)
 
@@ -156,9 +196,13 @@ def test_trace_semantics(faithful, start):
     assert float(fit.elbo[0]) >= float(pg.log_likelihood(faithful, start)) - 1e-9  # elbo_0 = eq. 26 at Θ₀
     # the closing E-step: KL gap 0, γ = e_step(x, Θ), elbo[-1] = eq. 18 = eq. 26 at the returned Θ
     assert float(fit.kl_gap[-1]) == 0.0
-    assert torch.equal(fit.gamma, pg.e_step(faithful, fit.params))  # API.md: bit for bit
+    # the engine's closing pass against core's e_step / eq. 26 (round-off apart) and against scipy
+    torch.testing.assert_close(fit.gamma, pg.e_step(faithful, fit.params), rtol=0, atol=1e-12)
+    gamma_ref, ll_ref = _scipy_e_step(faithful, fit.params)
+    torch.testing.assert_close(fit.gamma, gamma_ref, rtol=0, atol=1e-12)
     ll = float(pg.log_likelihood(faithful, fit.params))
-    assert float(fit.elbo[-1]) == ll
+    assert float(fit.elbo[-1]) == pytest.approx(ll, rel=1e-12)
+    assert float(fit.elbo[-1]) == pytest.approx(ll_ref, rel=1e-12)
     assert float(pg.elbo(faithful, fit.gamma, fit.params)) == pytest.approx(ll, rel=1e-13)
     # entry t: eq. 18 at (γ_{t-1}, Θ_t) is below eq. 26 at Θ_t
     assert float(fit.log_likelihood[-2]) == pytest.approx(ll, rel=1e-13)
@@ -186,8 +230,9 @@ def test_old_faithful_mle_k2(faithful):
     assert float(fit.elbo[-1]) == pytest.approx(-1130.264, abs=1e-3)
     assert float(fit.elbo[-1]) == pytest.approx(g.score(faithful) * faithful.shape[0], abs=1e-6)
     order = torch.argsort(fit.params.mu[:, 0])
-    torch.testing.assert_close(fit.params.mu[order], torch.tensor([[2.036, 54.48], [4.290, 79.97]], dtype=torch.float64),
-                               rtol=0, atol=5e-3)
+    torch.testing.assert_close(
+        fit.params.mu[order], torch.tensor([[2.036, 54.48], [4.290, 79.97]], dtype=torch.float64), rtol=0, atol=5e-3
+    )
     np.testing.assert_allclose(fit.params.mu[order].numpy(), g.means_[np.argsort(g.means_[:, 0])], rtol=1e-6)
 
 
@@ -207,8 +252,6 @@ def test_seeds_reproduce_bit_for_bit(faithful):
 
 
 def test_n_init_keeps_the_best_restart(faithful):
-    from ppl_gmm.init import spawn_seeds
-
     best = pg.fit_cavi(faithful, 4, n_init=4, seed=9, max_iter=40, init="random")
     singles = [pg.fit_cavi(faithful, 4, seed=s, max_iter=40, init="random") for s in spawn_seeds(9, 4)]
     finals = [float(f.elbo[-1]) for f in singles]
@@ -219,8 +262,10 @@ def test_n_init_keeps_the_best_restart(faithful):
 
 def test_float32_on_request(faithful):
     f64 = pg.fit_cavi(faithful, 2, seed=1, max_iter=40, tol=0)
-    for f32 in (pg.fit_cavi(faithful.astype(np.float32), 2, seed=1, max_iter=40, tol=0),
-                pg.fit_cavi(faithful, 2, seed=1, max_iter=40, tol=0, dtype=torch.float32)):
+    for f32 in (
+        pg.fit_cavi(faithful.astype(np.float32), 2, seed=1, max_iter=40, tol=0),
+        pg.fit_cavi(faithful, 2, seed=1, max_iter=40, tol=0, dtype=torch.float32),
+    ):
         assert f32.params.dtype == f32.gamma.dtype == f32.elbo.dtype == torch.float32
         torch.testing.assert_close(f32.params.mu.double(), f64.params.mu, rtol=1e-4, atol=0)
         assert float(f32.elbo[-1]) == pytest.approx(float(f64.elbo[-1]), rel=1e-5)
@@ -251,6 +296,15 @@ def test_point_1e7_away_gets_finite_normalised_gamma(separated_2d):
     torch.testing.assert_close(fit.params.cov[j], 1e-6 * torch.eye(2, dtype=torch.float64), rtol=1e-6, atol=0)
 
 
+def test_predict_proba_1e7_from_every_component_is_on_the_simplex(separated_2d):
+    x, _, _ = separated_2d
+    fit = pg.fit_cavi(x, 3, seed=0, max_iter=50)
+    far = torch.tensor([[1e7, -1e7], [-1e7, 1e7], [1e7, 1e7], [0.0, 1e7], [-1e7, 0.0]], dtype=torch.float64)
+    proba = fit.predict_proba(far)
+    assert proba.shape == (5, 3) and bool(torch.isfinite(proba).all()) and bool((proba >= 0).all())
+    torch.testing.assert_close(proba.sum(1), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-15)
+
+
 def test_single_point_cluster_with_reg_covar_0_names_the_component(faithful):
     x = np.vstack([faithful, [[100.0, 500.0]]])
     with pytest.raises(pg.DegenerateComponentError, match=r"component \d .*reg_covar"):
@@ -262,8 +316,11 @@ def test_single_point_cluster_with_reg_covar_0_names_the_component(faithful):
 
 def test_duplicated_points_collapse_is_an_error_not_nan(faithful):
     x = np.vstack([faithful, np.tile([[3.0, 70.0]], (20, 1))])
-    with pytest.raises(pg.DegenerateComponentError) as info:
+    with pytest.raises(
+        pg.DegenerateComponentError, match=r"component \d has a covariance that is not positive"
+    ) as info:
         pg.fit_cavi(x, 4, seed=1, reg_covar=0, max_iter=200)
+    assert type(info.value) is pg.DegenerateComponentError  # not the posterior subclass
     assert 0 <= info.value.component < 4 and "Remedies" in str(info.value)
 
 

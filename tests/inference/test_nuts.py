@@ -8,6 +8,7 @@ ArviZ's Monte-Carlo standard error of the NUTS mean (sd / √ESS) and sd the NUT
 nearly exact here (q(Z) is practically deterministic, and given Z the exact posterior factorises as
 q(α) Π_k q(μ_k, Λ_k) does).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -15,21 +16,23 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import ppl_gmm as pg
-from ppl_gmm import arviz_io, nuts
-from ppl_gmm._threads import limited_threads
-from ppl_gmm.errors import DegenerateComponentError
-from ppl_gmm.priors import NormalWishartPrior, default_prior
-from ppl_gmm.svi_bayes import fit_svi_bayes
-from ppl_gmm.vb import fit_vb
+from ppl_gmm.core.errors import DegenerateComponentError, DegeneratePosteriorError
+from ppl_gmm.core.priors import NormalWishartPrior, default_prior
+from ppl_gmm.core.threads import limited_threads
+from ppl_gmm.inference import nuts
+from ppl_gmm.results import arviz_io
+from ppl_gmm.results.matching import relabel
 
 pytestmark = pytest.mark.usefixtures("quiet_one_thread")  # conftest: one thread, no "Singular sample" warnings
 
 
 @pytest.fixture(scope="module")
 def sep2d():
-    params = pg.GMMParams(torch.tensor([0.4, 0.6], dtype=torch.float64),
-                          torch.tensor([[-4.0, 0.0], [3.0, 2.0]], dtype=torch.float64),
-                          torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]]], dtype=torch.float64))
+    params = pg.GMMParams(
+        torch.tensor([0.4, 0.6], dtype=torch.float64),
+        torch.tensor([[-4.0, 0.0], [3.0, 2.0]], dtype=torch.float64),
+        torch.tensor([[[1.0, 0.3], [0.3, 0.8]], [[0.7, -0.2], [-0.2, 1.2]]], dtype=torch.float64),
+    )
     return pg.datasets.make_mixture(100, params, seed=2)[0].numpy()
 
 
@@ -59,12 +62,13 @@ def _assert_agree(idata, means, label):
             assert abs(row["mean"] - ref[idx]) <= tol, (label, var, idx, row["mean"], ref[idx], tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["1d", "2d"])
 def test_posterior_means_agree_with_vb_and_svi(case, sep1d, sep2d, idata1d, idata2d):
     x, idata = (sep1d, idata1d) if case == "1d" else (sep2d, idata2d)
     prior = default_prior(x, 2)
-    vb = fit_vb(x, 2, prior, seed=0)
-    svi = fit_svi_bayes(x, 2, prior, num_steps=150, lr=0.05, seed=0)
+    vb = pg.fit_vb(x, 2, prior, seed=0)
+    svi = pg.fit_svi_bayes(x, 2, prior, num_steps=150, lr=0.05, seed=0)
     ref = arviz_io.posterior_mean_params(idata)  # NUTS component order (the label rule)
     for label, fit in (("vb", vb), ("svi_bayes", svi)):
         post = fit.posterior.permute(pg.align(ref, fit))
@@ -73,6 +77,7 @@ def test_posterior_means_agree_with_vb_and_svi(case, sep1d, sep2d, idata1d, idat
     assert idata.attrs["ess_bulk_min"] > 50
 
 
+@pytest.mark.slow
 def test_k1_matches_the_exact_conjugate_posterior():
     """K = 1: the posterior is exactly Normal-Wishart (conjugate update written out here in numpy):
     E[μ] = m_N, E[σ²] = W_N⁻¹/(ν_N − 2), Var[μ] = W_N⁻¹/(β_N (ν_N − 2)) (Student-t marginal), D = 1."""
@@ -94,6 +99,7 @@ def test_k1_matches_the_exact_conjugate_posterior():
     np.testing.assert_array_equal(idata.posterior["alpha"].values, 1.0)
 
 
+@pytest.mark.slow
 def test_inference_data_layout(sep1d, idata1d):
     post = idata1d.posterior
     assert dict(post.sizes) == {"chain": 2, "draw": 150, "component": 2, "feature": 1, "feature_": 1}
@@ -121,6 +127,7 @@ def test_inference_data_layout(sep1d, idata1d):
     assert post["mu"].values[..., 0, 0].mean() < post["mu"].values[..., 1, 0].mean()
 
 
+@pytest.mark.slow
 def test_log_likelihood_equals_scipy(sep1d, idata1d):
     post = idata1d.posterior
     for chain, draw in [(0, 0), (1, 77), (0, 149)]:
@@ -131,6 +138,7 @@ def test_log_likelihood_equals_scipy(sep1d, idata1d):
         np.testing.assert_allclose(idata1d.log_likelihood["x"].values[chain, draw], ref, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_loo_against_numpy_importance_sampling(sep1d, idata1d):
     res = arviz_io.loo(idata1d)
     elpd, se = res  # unpacks as (elpd_loo, se)
@@ -153,8 +161,7 @@ def test_relabel_recovers_scrambled_labels():
     cov = np.broadcast_to(cov0, (m, k, d, d)).copy() * rng.uniform(0.5, 2, size=(m, k, 1, 1))
     scramble = np.stack([rng.permutation(k) for _ in range(m)])
     rows = np.arange(m)[:, None]
-    a2, m2, c2, perms = nuts.relabel(alpha[rows, scramble], mu[rows, scramble], cov[rows, scramble],
-                                     mu0[scramble[0]], cov0)
+    a2, m2, c2, perms = relabel(alpha[rows, scramble], mu[rows, scramble], cov[rows, scramble], mu0[scramble[0]], cov0)
     order = np.argsort(mu0[:, 0])  # the rule orders components by the first coordinate of μ
     np.testing.assert_array_equal(m2, mu[:, order])
     np.testing.assert_array_equal(a2, alpha[:, order])
@@ -164,15 +171,18 @@ def test_relabel_recovers_scrambled_labels():
 
     ref = m2.mean(0)
     for i in range(0, m, 37):
-        costs = {p: sum(((mu[rows[i, 0], scramble[i]][list(p)][j] - ref[j]) ** 2).sum() for j in range(k))
-                 for p in itertools.permutations(range(k))}
+        costs = {
+            p: sum(((mu[rows[i, 0], scramble[i]][list(p)][j] - ref[j]) ** 2).sum() for j in range(k))
+            for p in itertools.permutations(range(k))
+        }
         assert costs[tuple(perms[i])] == pytest.approx(min(costs.values()))
 
 
+@pytest.mark.slow
 def test_reproducible_and_chains_independent_of_their_number(sep1d):
     x = sep1d[::5]  # 30 points
     prior = default_prior(x, 2)
-    kw = dict(num_samples=12, warmup_steps=12, jit=False)
+    kw = {"num_samples": 12, "warmup_steps": 12, "jit": False}
     one = pg.fit_nuts(x, 2, prior, num_chains=1, seed=11, **kw)
     two = pg.fit_nuts(x, 2, prior, num_chains=2, seed=11, **kw)
     again = pg.fit_nuts(x, 2, prior, num_chains=1, seed=11, **kw)
@@ -181,7 +191,7 @@ def test_reproducible_and_chains_independent_of_their_number(sep1d):
         np.testing.assert_array_equal(one.posterior[var].values[0], two.posterior[var].values[0])
     np.testing.assert_array_equal(one.posterior_predictive["x"].values, again.posterior_predictive["x"].values)
     assert not np.array_equal(two.posterior["mu"].values[0], two.posterior["mu"].values[1])
-    # loo_elpd: the (x, k, prior, seed, ...) call of select.py, a tuple (elpd_loo, se)
+    # loo_elpd: the (x, k, prior, seed, ...) call of inference.model_selection, a tuple (elpd_loo, se)
     res = nuts.loo_elpd(x, 2, prior, 11, num_samples=12, warmup_steps=12, jit=False)
     assert len(res) == 2 and np.isfinite(res.elpd_loo) and res.se > 0 and np.isfinite(res.p_loo)
 
@@ -189,8 +199,17 @@ def test_reproducible_and_chains_independent_of_their_number(sep1d):
 def test_divergences_are_reported_not_hidden(sep1d):
     x = sep1d[::5]
     with pytest.warns(RuntimeWarning, match="diverged"):
-        idata = pg.fit_nuts(x, 2, default_prior(x, 2), num_samples=20, warmup_steps=10, seed=3,
-                            target_accept_prob=0.01, max_tree_depth=3, jit=False)
+        idata = pg.fit_nuts(
+            x,
+            2,
+            default_prior(x, 2),
+            num_samples=20,
+            warmup_steps=10,
+            seed=3,
+            target_accept_prob=0.01,
+            max_tree_depth=3,
+            jit=False,
+        )
     n = idata.attrs["num_divergences"]
     assert n > 0 and n == int(idata.sample_stats["diverging"].values.sum())
 
@@ -218,5 +237,8 @@ def test_bad_input_fails_before_work(sep1d):
 def test_degenerate_draws_give_a_clear_error():
     lam = np.broadcast_to(np.eye(2), (1, 3, 2, 2, 2)).copy()
     lam[0, 1, 1] = [[1.0, 2.0], [2.0, 1.0]]  # not positive definite
-    with pytest.raises(DegenerateComponentError, match="numerically degenerate"):
+    with pytest.raises(
+        DegeneratePosteriorError, match="component 1's precision matrix .* numerically degenerate"
+    ) as info:
         nuts._covariances(lam)
+    assert info.value.component == 1 and isinstance(info.value, DegenerateComponentError)  # the package's family

@@ -1,5 +1,6 @@
 """Closed-form variational Bayes against scikit-learn's BayesianGaussianMixture, the exact
 Normal-Wishart evidence (K = 1), scipy's Student-t, Monte Carlo over q, and PRML fig. 10.6."""
+
 import math
 
 import numpy as np
@@ -10,10 +11,14 @@ from scipy import stats
 from scipy.special import gammaln, multigammaln
 
 import ppl_gmm as pg
-from _helpers import sklearn_bgm
-from ppl_gmm import vb
-from ppl_gmm.priors import NormalWishartPrior, default_prior
-from ppl_gmm.vb import VBFit, VBPosterior, fit_vb, lower_bound, sample_posterior
+from ppl_gmm.core.errors import DegeneratePosteriorError
+from ppl_gmm.core.init import initial_responsibilities
+from ppl_gmm.core.priors import NormalWishartPrior, default_prior
+from ppl_gmm.core.vb_posterior import VBPosterior, lower_bound, sample_posterior
+from ppl_gmm.inference import _vb_kernel
+from ppl_gmm.results.vb_fit import VBFit
+
+from oracles import sklearn_bgm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
@@ -25,12 +30,21 @@ def _standardise(x):
 
 # --- scikit-learn as the oracle ---------------------------------------------------------------------
 def _sklearn_constant(prior, n, k):
-    """L − scikit-learn's lower_bound_ (it drops these; see vb_posterior._bound_after_m_step)."""
+    """L − scikit-learn's lower_bound_ (it drops these; see core.vb_posterior.bound_after_m_step)."""
     d = prior.d
-    log_b0 = (-0.5 * prior.nu0 * np.linalg.slogdet(prior.W0.numpy())[1] - 0.5 * prior.nu0 * d * math.log(2)
-              - multigammaln(0.5 * prior.nu0, d))  # ln B(W0, nu0), multigammaln holds the ln π term
-    return (-0.5 * n * d * math.log(2 * math.pi) + gammaln(k * prior.alpha0) - k * gammaln(prior.alpha0)
-            + 0.5 * k * d * math.log(prior.beta0) + k * log_b0 + k * d * (d - 1) / 4 * math.log(math.pi))
+    log_b0 = (
+        -0.5 * prior.nu0 * np.linalg.slogdet(prior.W0.numpy())[1]
+        - 0.5 * prior.nu0 * d * math.log(2)
+        - multigammaln(0.5 * prior.nu0, d)
+    )  # ln B(W0, nu0), multigammaln holds the ln π term
+    return (
+        -0.5 * n * d * math.log(2 * math.pi)
+        + gammaln(k * prior.alpha0)
+        - k * gammaln(prior.alpha0)
+        + 0.5 * k * d * math.log(prior.beta0)
+        + k * log_b0
+        + k * d * (d - 1) / 4 * math.log(math.pi)
+    )
 
 
 def _assert_posterior_equals_sklearn(post, bgm, rtol=1e-8):
@@ -58,9 +72,9 @@ def test_iteration_for_iteration_equal_to_sklearn(case, faithful):
         k = 3
         prior = default_prior(x, k)
     xt = torch.as_tensor(x)
-    resp0 = vb.initial_responsibilities(xt, k, "kmeans++", 0).numpy()
+    resp0 = initial_responsibilities(xt, k, "kmeans++", 0).numpy()
     bgm = sklearn_bgm(x, k, prior, resp0)
-    fits = {t: fit_vb(x, k, prior, seed=0, max_iter=t, tol=0) for t in (1, 3, 25)}
+    fits = {t: pg.fit_vb(x, k, prior, seed=0, max_iter=t, tol=0) for t in (1, 3, 25)}
     const = _sklearn_constant(prior, len(x), k)
     for it in range(1, 26):
         log_prob_norm, log_resp = bgm._e_step(x)
@@ -83,9 +97,14 @@ def _log_evidence_murphy(x, prior):
     scatter = (x - xbar).T @ (x - xbar)
     beta_n, nu_n = beta0 + n, nu0 + n
     s_n = s0 + scatter + beta0 * n / beta_n * np.outer(xbar - m0, xbar - m0)
-    return (-0.5 * n * d * math.log(math.pi) + multigammaln(0.5 * nu_n, d) - multigammaln(0.5 * nu0, d)
-            + 0.5 * nu0 * np.linalg.slogdet(s0)[1] - 0.5 * nu_n * np.linalg.slogdet(s_n)[1]
-            + 0.5 * d * math.log(beta0 / beta_n))
+    return (
+        -0.5 * n * d * math.log(math.pi)
+        + multigammaln(0.5 * nu_n, d)
+        - multigammaln(0.5 * nu0, d)
+        + 0.5 * nu0 * np.linalg.slogdet(s0)[1]
+        - 0.5 * nu_n * np.linalg.slogdet(s_n)[1]
+        + 0.5 * d * math.log(beta0 / beta_n)
+    )
 
 
 def _log_evidence_sequential(x, prior):
@@ -108,7 +127,7 @@ def test_k1_bound_is_the_exact_log_evidence(data, faithful, galaxies):
     x = _standardise(faithful if data == "faithful" else galaxies)[:120]
     d = x.shape[1]
     prior = NormalWishartPrior(1.0, np.full(d, 0.2), 0.5, d + 1.5, np.eye(d) * 0.7)
-    fit = fit_vb(x, 1, prior, seed=0)
+    fit = pg.fit_vb(x, 1, prior, seed=0)
     exact = _log_evidence_murphy(x, prior)
     assert _log_evidence_sequential(x, prior) == pytest.approx(exact, abs=1e-9)
     assert float(fit.elbo[-1]) == pytest.approx(exact, abs=1e-9)
@@ -124,13 +143,13 @@ def test_k1_bound_is_the_exact_log_evidence(data, faithful, galaxies):
 def test_bound_is_non_decreasing_and_consistent(k, init, seed, faithful):
     x = _standardise(faithful)
     prior = default_prior(x, k)
-    fit = fit_vb(x, k, prior, init=init, seed=seed, max_iter=40, tol=0)
+    fit = pg.fit_vb(x, k, prior, init=init, seed=seed, max_iter=40, tol=0)
     assert fit.n_iter == 40 and len(fit.elbo) == 41 and not fit.converged and fit.method == "vb"
     assert bool((torch.diff(fit.elbo) >= -1e-10 * fit.elbo.abs()[1:]).all())
     # the last entry is the general bound (10.70–10.77) at (gamma, posterior)
     assert float(lower_bound(x, fit.gamma, fit.posterior, prior)) == pytest.approx(float(fit.elbo[-1]), abs=1e-9)
     # entry t is the bound at (r_t, q_t): r_t is the closing E-step of the fit stopped one iteration earlier
-    before = fit_vb(x, k, prior, init=init, seed=seed, max_iter=39, tol=0)
+    before = pg.fit_vb(x, k, prior, init=init, seed=seed, max_iter=39, tol=0)
     assert float(lower_bound(x, before.gamma, fit.posterior, prior)) == pytest.approx(float(fit.elbo[-2]), abs=1e-9)
     torch.testing.assert_close(fit.gamma.sum(1), torch.ones(len(x), dtype=torch.float64))
     torch.testing.assert_close(fit.predict_proba(x), fit.gamma, rtol=0, atol=1e-12)
@@ -142,7 +161,7 @@ def test_bound_equals_monte_carlo_over_q():
     x = np.concatenate([rng.normal(size=(15, 2)) - 2, rng.normal(size=(15, 2)) + 2])
     k = 2
     prior = NormalWishartPrior(1.5, [0.0, 0.0], 0.5, 3.0, np.eye(2) * 0.5)
-    early = fit_vb(x, k, prior, seed=0, max_iter=2, tol=0)
+    early = pg.fit_vb(x, k, prior, seed=0, max_iter=2, tol=0)
     post = early.posterior
     gamma = 0.8 * early.gamma + 0.2 * torch.as_tensor(rng.dirichlet(np.ones(k), size=len(x)))  # a non-optimal q(Z)
     exact = float(lower_bound(x, gamma, post, prior))
@@ -153,13 +172,16 @@ def test_bound_equals_monte_carlo_over_q():
     xt = torch.as_tensor(x)
     comp = td.MultivariateNormal(mu[:, None], covariance_matrix=cov[:, None]).log_prob(xt[None, :, None, :])
     e_log_lik = (gamma * (torch.log(alpha)[:, None, :] + comp)).sum((1, 2))  # E_q(Z)[ln p(X, Z | θ)]
-    log_p = (td.Dirichlet(torch.full((k,), prior.alpha0, dtype=torch.float64)).log_prob(alpha)
-             + td.MultivariateNormal(prior.m0, precision_matrix=prior.beta0 * lam).log_prob(mu).sum(1)
-             + td.Wishart(df=torch.tensor(prior.nu0, dtype=torch.float64), covariance_matrix=prior.W0)
-             .log_prob(lam).sum(1))
-    log_q = (td.Dirichlet(post.alpha).log_prob(alpha)
-             + td.MultivariateNormal(post.m, precision_matrix=post.beta[:, None, None] * lam).log_prob(mu).sum(1)
-             + td.Wishart(df=post.nu, covariance_matrix=post.W).log_prob(lam).sum(1))
+    log_p = (
+        td.Dirichlet(torch.full((k,), prior.alpha0, dtype=torch.float64)).log_prob(alpha)
+        + td.MultivariateNormal(prior.m0, precision_matrix=prior.beta0 * lam).log_prob(mu).sum(1)
+        + td.Wishart(df=torch.tensor(prior.nu0, dtype=torch.float64), covariance_matrix=prior.W0).log_prob(lam).sum(1)
+    )
+    log_q = (
+        td.Dirichlet(post.alpha).log_prob(alpha)
+        + td.MultivariateNormal(post.m, precision_matrix=post.beta[:, None, None] * lam).log_prob(mu).sum(1)
+        + td.Wishart(df=post.nu, covariance_matrix=post.W).log_prob(lam).sum(1)
+    )
     values = e_log_lik + log_p - log_q - torch.special.xlogy(gamma, gamma).sum()
     se = float(values.std()) / math.sqrt(len(values))
     assert abs(float(values.mean()) - exact) < 4 * se
@@ -169,21 +191,35 @@ def test_bound_equals_monte_carlo_over_q():
 def test_fast_kernel_equals_exact_kernel_and_shift(faithful, monkeypatch):
     x = _standardise(faithful)
     prior = default_prior(x, 4)
-    fast = fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
-    monkeypatch.setattr(vb, "_G_EXPANSION_MAX", -1.0)  # every iteration through the exact kernels
-    exact = fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
+    scans = []  # (exact kernel?, number of row blocks) of every pass, to see which path ran
+    real_scan = _vb_kernel.scan
+
+    def spy(*args, **kwargs):
+        out = real_scan(*args, **kwargs)
+        scans.append((kwargs.get("exact") is not None, len(out[0])))
+        return out
+
+    monkeypatch.setattr(_vb_kernel, "scan", spy)
+    fast = pg.fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
+    assert scans and set(scans) == {(False, 1)}  # the feature expansion, one block
+    scans.clear()
+    monkeypatch.setattr(_vb_kernel, "G_EXPANSION_MAX", -1.0)  # every iteration through the exact kernels
+    exact = pg.fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
+    assert scans and set(scans) == {(True, 1)}
     torch.testing.assert_close(fast.elbo, exact.elbo, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(fast.posterior.W, exact.posterior.W, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast.gamma, exact.gamma, rtol=0, atol=1e-10)
-    monkeypatch.setattr(vb, "_G_EXPANSION_MAX", 1e6)
-    monkeypatch.setattr(vb, "_FEATURE_CACHE_MAX", 0)  # features built block by block
-    monkeypatch.setattr(vb, "_SCAN_ROWS", 50)
-    blocked = fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
+    scans.clear()
+    monkeypatch.setattr(_vb_kernel, "G_EXPANSION_MAX", 1e6)
+    monkeypatch.setattr(_vb_kernel, "FEATURE_CACHE_MAX", 0)  # features built block by block
+    monkeypatch.setattr(_vb_kernel, "SCAN_ROWS", 50)
+    blocked = pg.fit_vb(x, 4, prior, seed=3, max_iter=30, tol=0)
+    assert scans and set(scans) == {(False, 6)}  # 272 rows in blocks of 50
     torch.testing.assert_close(blocked.elbo, fast.elbo, rtol=1e-13, atol=1e-10)
     torch.testing.assert_close(blocked.gamma, fast.gamma, rtol=0, atol=1e-12)
     monkeypatch.undo()
     shifted = NormalWishartPrior(prior.alpha0, prior.m0 + 1e6, prior.beta0, prior.nu0, prior.W0)
-    far = fit_vb(x + 1e6, 4, shifted, seed=3, max_iter=30, tol=0)
+    far = pg.fit_vb(x + 1e6, 4, shifted, seed=3, max_iter=30, tol=0)
     torch.testing.assert_close(far.posterior.m - 1e6, fast.posterior.m, rtol=0, atol=1e-6)
     torch.testing.assert_close(far.posterior.W, fast.posterior.W, rtol=1e-6, atol=0)
     torch.testing.assert_close(far.elbo, fast.elbo, rtol=1e-9, atol=1e-6)
@@ -196,7 +232,7 @@ def test_old_faithful_surplus_components_switch_off(faithful, seed):
     (m0 = mean = 0, beta0 = 1, nu0 = D, W0⁻¹ = I): two components keep E[π_k] > 1e-2 (PRML fig. 10.6)."""
     x = _standardise(faithful)
     prior = NormalWishartPrior(1e-3, [0.0, 0.0], 1.0, 2.0, np.eye(2))
-    fit = fit_vb(x, 6, prior, seed=seed)
+    fit = pg.fit_vb(x, 6, prior, seed=seed)
     assert fit.converged and fit.n_effective(1e-2) == 2
     weights = torch.sort(fit.weights, descending=True).values
     np.testing.assert_allclose(weights[:2].numpy(), [0.644, 0.356], atol=0.01)
@@ -205,13 +241,13 @@ def test_old_faithful_surplus_components_switch_off(faithful, seed):
     surplus = fit.posterior.alpha[fit.weights < 1e-2]
     torch.testing.assert_close(surplus, torch.full_like(surplus, 1e-3), rtol=0, atol=1e-6)
     # a large alpha0 (a prior that favours equal weights) keeps all six busy
-    assert fit_vb(x, 6, NormalWishartPrior(10.0, [0.0, 0.0], 1.0, 2.0, np.eye(2)), seed=seed).n_effective(1e-2) == 6
+    assert pg.fit_vb(x, 6, NormalWishartPrior(10.0, [0.0, 0.0], 1.0, 2.0, np.eye(2)), seed=seed).n_effective(1e-2) == 6
 
 
 # --- the posterior: predictive density, draws, summaries ---------------------------------------------------
 def test_predictive_density_is_the_student_t_mixture(faithful, galaxies):
     x = _standardise(faithful)
-    fit = fit_vb(x, 3, default_prior(x, 3), seed=0)
+    fit = pg.fit_vb(x, 3, default_prior(x, 3), seed=0)
     p = fit.posterior
     grid = np.vstack([x[::40], [[4.0, -4.0]]])  # data points and one far point
     ref = np.zeros(len(grid))
@@ -222,21 +258,27 @@ def test_predictive_density_is_the_student_t_mixture(faithful, galaxies):
     np.testing.assert_allclose(fit.score_samples(grid).numpy(), np.log(ref), rtol=1e-10)
     # Monte Carlo: the predictive is the average over q of the mixture density
     draws = fit.sample_posterior(3000, seed=1)
-    comp = td.MultivariateNormal(torch.as_tensor(draws["mu"])[:, None],
-                                 covariance_matrix=torch.as_tensor(draws["cov"])[:, None])
-    dens = (torch.as_tensor(draws["alpha"])[:, None, :] * comp.log_prob(torch.as_tensor(grid)[None, :, None]).exp())
+    comp = td.MultivariateNormal(
+        torch.as_tensor(draws["mu"])[:, None], covariance_matrix=torch.as_tensor(draws["cov"])[:, None]
+    )
+    dens = torch.as_tensor(draws["alpha"])[:, None, :] * comp.log_prob(torch.as_tensor(grid)[None, :, None]).exp()
     mc = dens.sum(-1).mean(0).numpy()
     np.testing.assert_allclose(mc[:-1], ref[:-1], rtol=0.05)  # (the far point's Student-t tail needs more draws)
     # 1-D: integrates to one
     g = _standardise(galaxies)
-    fit1 = fit_vb(g, 4, default_prior(g, 4), seed=0)
+    fit1 = pg.fit_vb(g, 4, default_prior(g, 4), seed=0)
     t = np.linspace(-30, 30, 60001)
     assert np.trapezoid(np.exp(fit1.score_samples(t).numpy()), t) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_sample_posterior_moments_and_reproducibility():
-    post = VBPosterior(alpha=[3.0, 7.0], m=[[0.0, 1.0], [2.0, -1.0]], beta=[4.0, 9.0], nu=[6.0, 9.5],
-                       W=[[[0.5, 0.1], [0.1, 0.3]], [[1.0, -0.2], [-0.2, 0.4]]])
+    post = VBPosterior(
+        alpha=[3.0, 7.0],
+        m=[[0.0, 1.0], [2.0, -1.0]],
+        beta=[4.0, 9.0],
+        nu=[6.0, 9.5],
+        W=[[[0.5, 0.1], [0.1, 0.3]], [[1.0, -0.2], [-0.2, 0.4]]],
+    )
     s = sample_posterior(post, 40000, seed=3)
     assert s["alpha"].shape == (40000, 2) and s["mu"].shape == (40000, 2, 2) and s["cov"].shape == (40000, 2, 2, 2)
     np.testing.assert_allclose(s["alpha"].mean(0), [0.3, 0.7], atol=0.005)
@@ -244,8 +286,7 @@ def test_sample_posterior_moments_and_reproducibility():
     lam = np.linalg.inv(s["cov"])
     np.testing.assert_allclose(lam.mean(0), post.expected_precision().numpy(), rtol=0.02)
     np.testing.assert_allclose(s["cov"].mean(0), post.expected_cov().numpy(), rtol=0.03)
-    np.testing.assert_allclose(np.linalg.slogdet(lam)[1].mean(0), post.expected_log_det_precision().numpy(),
-                               atol=0.01)
+    np.testing.assert_allclose(np.linalg.slogdet(lam)[1].mean(0), post.expected_log_det_precision().numpy(), atol=0.01)
     # Cov[μ_k | Λ_k] = (β_k Λ_k)⁻¹: the whitened deviations have unit variance
     dev = s["mu"] - post.m.numpy()
     chol = np.linalg.cholesky(lam * post.beta.numpy()[None, :, None, None])
@@ -257,7 +298,7 @@ def test_sample_posterior_moments_and_reproducibility():
 
 def test_posterior_summaries_and_construction_by_others(faithful):
     x = _standardise(faithful)
-    fit = fit_vb(x, 2, seed=0)
+    fit = pg.fit_vb(x, 2, seed=0)
     p = fit.posterior
     mp = fit.mean_params()
     torch.testing.assert_close(mp.cov, torch.linalg.inv(p.expected_precision()))
@@ -275,21 +316,27 @@ def test_posterior_summaries_and_construction_by_others(faithful):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(alpha=[1.0, -1.0]), "alpha and beta must be > 0"),
-        (dict(nu=[0.5, 3.0]), "nu must be > D − 1"),
-        (dict(W=np.stack([np.eye(2), -np.eye(2)])), "positive definite"),
-        (dict(m=np.zeros((3, 2))), "m must have shape"),
-        (dict(beta=[1.0, np.nan]), "NaN"),
+        ({"alpha": [1.0, -1.0]}, "alpha and beta must be > 0"),
+        ({"nu": [0.5, 3.0]}, "nu must be > D − 1"),
+        ({"W": np.stack([np.eye(2), -np.eye(2)])}, "positive definite"),
+        ({"m": np.zeros((3, 2))}, "m must have shape"),
+        ({"beta": [1.0, np.nan]}, "NaN"),
     ],
 )
 def test_posterior_validation(kwargs, match):
-    base = dict(alpha=[1.0, 2.0], m=np.zeros((2, 2)), beta=[1.0, 1.0], nu=[3.0, 3.0], W=np.stack([np.eye(2)] * 2))
+    base = {
+        "alpha": [1.0, 2.0],
+        "m": np.zeros((2, 2)),
+        "beta": [1.0, 1.0],
+        "nu": [3.0, 3.0],
+        "W": np.stack([np.eye(2)] * 2),
+    }
     with pytest.raises(ValueError, match=match):
         VBPosterior(**{**base, **kwargs})
 
 
 def test_to_arviz_draws_from_q(faithful):
-    fit = fit_vb(_standardise(faithful), 2, seed=0, max_iter=20)
+    fit = pg.fit_vb(_standardise(faithful), 2, seed=0, max_iter=20)
     idata = fit.to_arviz(num_samples=50, seed=0)
     post = idata.posterior
     assert post["mu"].shape[-3:] == (50, 2, 2) or post["mu"].shape[-2:] == (2, 2)
@@ -311,7 +358,7 @@ def test_to_arviz_draws_from_q(faithful):
 )
 def test_bad_input_is_refused_before_work(args, kwargs, error, match):
     with pytest.raises(error, match=match):
-        fit_vb(*args, **kwargs)
+        pg.fit_vb(*args, **kwargs)
 
 
 def test_numerically_degenerate_posterior_is_named():
@@ -319,22 +366,34 @@ def test_numerically_degenerate_posterior_is_named():
     t = rng.normal(size=40)
     x = np.c_[t, t]  # identical columns, and a prior whose W0⁻¹ is negligible
     prior = NormalWishartPrior(1.0, [0.0, 0.0], 1.0, 3.0, np.eye(2) * 1e40)
-    with pytest.raises(vb.DegeneratePosteriorError, match="component 0: the posterior scale matrix"):
-        fit_vb(x, 1, prior, seed=0)
-    with pytest.raises(pg.DegenerateComponentError):  # the same error, under the package's family
-        fit_vb(x, 1, prior, seed=0)
+    with pytest.raises(DegeneratePosteriorError, match="component 0: the posterior scale matrix"):
+        pg.fit_vb(x, 1, prior, seed=0)
+    with pytest.raises(pg.DegenerateComponentError, match="numerically degenerate posterior"):
+        pg.fit_vb(x, 1, prior, seed=0)  # the same error, under the package's family
+    assert pg.DegeneratePosteriorError is DegeneratePosteriorError
 
 
 def test_reproducible_float32_and_progress(faithful):
-    a = fit_vb(faithful, 3, seed=4, max_iter=30)
-    b = fit_vb(faithful, 3, seed=4, max_iter=30)
+    a = pg.fit_vb(faithful, 3, seed=4, max_iter=30)
+    b = pg.fit_vb(faithful, 3, seed=4, max_iter=30)
     assert torch.equal(a.elbo, b.elbo) and torch.equal(a.posterior.W, b.posterior.W) and a.seed == 4
-    f32 = fit_vb(faithful.astype(np.float32), 2, seed=0, max_iter=20, progress=True)
+    f32 = pg.fit_vb(faithful.astype(np.float32), 2, seed=0, max_iter=20, progress=True)
     assert f32.posterior.dtype == torch.float32 and f32.gamma.dtype == torch.float32
     assert bool(torch.isfinite(f32.elbo).all())
-    warm = fit_vb(faithful, 3, init=a.posterior, max_iter=5)
+    warm = pg.fit_vb(faithful, 3, init=a.posterior, max_iter=5)
     assert float(warm.elbo[-1]) >= float(a.elbo[-1]) - 1e-8
+    from ppl_gmm.inference.vb import fit_vb
+
     assert pg.fit_vb is fit_vb and pg.VBFit is VBFit
+
+
+def test_predict_proba_1e7_from_every_component_is_on_the_simplex(faithful):
+    x = _standardise(faithful)
+    fit = pg.fit_vb(x, 3, seed=0, max_iter=50)
+    far = torch.tensor([[1e7, -1e7], [-1e7, 1e7], [1e7, 1e7], [0.0, 1e7], [-1e7, 0.0]], dtype=torch.float64)
+    proba = fit.predict_proba(far)
+    assert proba.shape == (5, 3) and bool(torch.isfinite(proba).all()) and bool((proba >= 0).all())
+    torch.testing.assert_close(proba.sum(1), torch.ones(5, dtype=torch.float64), rtol=0, atol=1e-15)
 
 
 def test_more_components_than_distinct_points():
@@ -342,7 +401,7 @@ def test_more_components_than_distinct_points():
     start the prior carries the surplus component: E[π] = alpha0 / (N + K alpha0) for it."""
     x = np.repeat(np.array([[0.0, 0.0], [1.0, 2.0], [3.0, 1.0]]), 5, axis=0)
     with pytest.raises(ValueError, match="larger than the number of distinct data points"):
-        fit_vb(x, 4, seed=0)
-    fit = fit_vb(x, 4, init="random", seed=0)
+        pg.fit_vb(x, 4, seed=0)
+    fit = pg.fit_vb(x, 4, init="random", seed=0)
     assert bool(torch.isfinite(fit.elbo).all()) and bool((torch.diff(fit.elbo) >= -1e-10).all())
     assert sorted(np.round(fit.weights.numpy(), 4).tolist()) == [0.0526, 0.3158, 0.3158, 0.3158]

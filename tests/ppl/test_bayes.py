@@ -1,7 +1,8 @@
 """The Bayesian Pyro model and guide against independent references: scipy's Dirichlet / Wishart /
 multivariate normal densities (log joint), torch autograd (the Λ bijection's Jacobian), PRML's
-closed-form bound (vb.lower_bound) for TraceEnum_ELBO's estimate, and fit_map's MAP-EM optimum
+closed-form bound (core.vb_posterior.lower_bound) for TraceEnum_ELBO's estimate, and fit_map's MAP-EM optimum
 for L-BFGS on the Pyro log joint."""
+
 import numpy as np
 import pyro
 import pytest
@@ -11,12 +12,17 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import ppl_gmm as pg
-from ppl_gmm import bayes_model as bm
-from ppl_gmm.priors import NormalWishartPrior, default_prior
-from ppl_gmm.svi_bayes import bayes_meanfield_guide_params, guide_posterior
-from ppl_gmm.vb import fit_vb, lower_bound
+from ppl_gmm.core.priors import NormalWishartPrior, default_prior
+from ppl_gmm.core.vb_posterior import lower_bound
+from ppl_gmm.inference.svi_bayes import guide_posterior, set_guide_params
+from ppl_gmm.inference.vb import fit_vb
+from ppl_gmm.ppl import bayes as bm
+from ppl_gmm.ppl.transforms import TrilVecToPD, Wishart, positive_definite
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, one torch thread
+from oracles import map_estimate
+
+# conftest: tiny tensors, one torch thread; Pyro's "Singular sample detected" (Wishart draws) silenced
+pytestmark = pytest.mark.usefixtures("quiet_one_thread")
 
 
 def _random_theta(k, d, seed):
@@ -46,8 +52,7 @@ def _scipy_log_joint(x, prior, alpha, mu, lam):
 def test_log_joint_equals_scipy(k, d):
     rng = np.random.default_rng(k + 10 * d)
     x = rng.normal(size=(25, d)) * 2.0
-    prior = NormalWishartPrior(alpha0=0.7, m0=rng.normal(size=d), beta0=0.3, nu0=d + 1.5,
-                               W0=np.eye(d) * 0.4 + 0.05)
+    prior = NormalWishartPrior(alpha0=0.7, m0=rng.normal(size=d), beta0=0.3, nu0=d + 1.5, W0=np.eye(d) * 0.4 + 0.05)
     alpha, mu, lam = _random_theta(k, d, seed=k * d)
     value = bm.log_joint(x, k, prior, alpha, mu, lam)
     np.testing.assert_allclose(float(value), _scipy_log_joint(x, prior, alpha, mu, lam), rtol=1e-11)
@@ -72,23 +77,23 @@ def test_model_trace_sites_and_shapes():
 
 @pytest.mark.parametrize("d", [1, 2, 4])
 def test_pd_bijection_round_trip_and_jacobian(d):
-    t = bm.TrilVecToPD()
+    t = TrilVecToPD()
     u = torch.randn(3, d * (d + 1) // 2, dtype=torch.float64)
     y = t(u)
     assert y.shape == (3, d, d)
-    assert bool(bm.positive_definite.check(y).all())
+    assert bool(positive_definite.check(y).all())
     torch.testing.assert_close(t.inv(y), u, rtol=1e-10, atol=1e-10)
     rows, cols = torch.tril_indices(d, d)
     for b in range(3):  # |∂ vech(Λ) / ∂u| by autograd
         jac = torch.autograd.functional.jacobian(lambda v: t(v)[rows, cols], u[b])
-        np.testing.assert_allclose(float(torch.linalg.slogdet(jac)[1]), float(t.log_abs_det_jacobian(u[b], y[b])),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(
+            float(torch.linalg.slogdet(jac)[1]), float(t.log_abs_det_jacobian(u[b], y[b])), rtol=1e-10
+        )
     assert t.forward_shape((5, d * (d + 1) // 2)) == (5, d, d)
     assert t.inverse_shape((5, d, d)) == (5, d * (d + 1) // 2)
     # registered for the package's Wishart only
-    assert isinstance(torch.distributions.biject_to(bm.Wishart(torch.tensor(d + 1.0), torch.eye(d)).support),
-                      bm.TrilVecToPD)
-    with pytest.raises(NotImplementedError):
+    assert isinstance(torch.distributions.biject_to(Wishart(torch.tensor(d + 1.0), torch.eye(d)).support), TrilVecToPD)
+    with pytest.raises(NotImplementedError, match="Cannot transform _PositiveDefinite constraints"):
         torch.distributions.biject_to(torch.distributions.constraints.positive_definite)
 
 
@@ -100,14 +105,15 @@ def _vb_guide_values(fit):
 def _elbo_draws(x, k, prior, values, n, stl=False):
     with pyro.get_param_store().scope():
         pyro.set_rng_seed(0)
-        bayes_meanfield_guide_params(values)
+        set_guide_params(values)
         post, gamma = guide_posterior()
         elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        guide = lambda *a: bm.bayes_meanfield_guide(*a, stl=stl)  # noqa: E731
+        guide = lambda *a: bm.bayes_meanfield_guide(*a, stl=stl)
         draws = np.array([-elbo.loss(bm.bayes_gmm_model, guide, x, k, prior) for _ in range(n)])
     return draws, float(lower_bound(x, gamma, post, prior))
 
 
+@pytest.mark.slow  # ~2-3.5 s: 200 Monte-Carlo ELBO estimates
 def test_traceenum_estimate_is_unbiased_for_the_prml_bound(separated_2d):
     """At an arbitrary q in VB's family (VB's state after 1 iteration, with γ perturbed), the mean of
     TraceEnum_ELBO's estimates equals PRML's closed-form bound (10.70–10.77) within Monte-Carlo error."""
@@ -137,6 +143,7 @@ def test_estimate_has_zero_variance_at_the_vb_optimum(separated_2d):
     np.testing.assert_allclose(stl_draws, exact, rtol=1e-11)  # STL changes gradients, not values
 
 
+@pytest.mark.slow  # ~4-5 s: 2 × 150 differentiable ELBO draws
 def test_stl_gradient_is_zero_at_the_optimum_and_unbiased_elsewhere(separated_2d):
     x, _, _ = separated_2d
     x = x[:60]
@@ -147,13 +154,16 @@ def test_stl_gradient_is_zero_at_the_optimum_and_unbiased_elsewhere(separated_2d
         out = []
         with pyro.get_param_store().scope():
             pyro.set_rng_seed(1)
-            bayes_meanfield_guide_params(values)
+            set_guide_params(values)
             store = pyro.get_param_store()
             elbo = TraceEnum_ELBO(max_plate_nesting=1)
             for _ in range(n):
-                loss = elbo.differentiable_loss(bm.bayes_gmm_model,
-                                                lambda *a: bm.bayes_meanfield_guide(*a, stl=stl), x, 3, prior)
-                g = torch.autograd.grad(loss, [store._params[name] for name in ("q_nu", "q_m", "q_alpha_sum", "q_Lambda_tril")])
+                loss = elbo.differentiable_loss(
+                    bm.bayes_gmm_model, lambda *a: bm.bayes_meanfield_guide(*a, stl=stl), x, 3, prior
+                )
+                g = torch.autograd.grad(
+                    loss, [store._params[name] for name in ("q_nu", "q_m", "q_alpha_sum", "q_Lambda_tril")]
+                )
                 out.append(torch.cat([t.reshape(-1) for t in g]))
         return torch.stack(out)
 
@@ -175,7 +185,7 @@ def test_map_by_lbfgs_on_pyro_log_joint_matches_fit_map(separated_2d):
     prior = default_prior(x, 3)
     fmap = pg.fit_map(x, 3, prior, seed=0, tol=1e-14, max_iter=2000)
     start = pg.fit_cavi(x, 3, seed=0).params  # a different starting point (the MLE)
-    opt, value = bm.map_estimate(x, 3, prior, start)
+    opt, value = map_estimate(x, 3, prior, start)
     perm = pg.align(fmap.params, opt)
     opt = opt.permute(perm)
     assert opt.allclose(fmap.params, rtol=1e-6, atol=1e-7)
@@ -184,7 +194,7 @@ def test_map_by_lbfgs_on_pyro_log_joint_matches_fit_map(separated_2d):
     # and it is a maximum: moving a mean lowers it
     lam = torch.linalg.inv(fmap.params.cov)
     moved = bm.log_joint(x, 3, prior, fmap.params.alpha, fmap.params.mu + 0.01, lam)
-    assert float(moved) < float(value)
+    assert float(moved.detach()) < float(value.detach())
 
 
 def test_guide_default_init_and_prior_checks():

@@ -3,10 +3,8 @@
 Independent references: scipy's multivariate normal log density, brute-force enumeration of all
 K^N assignments, torch autograd through a Cholesky factorisation, and the closed-form engine.
 """
+
 import itertools
-import math
-import sys
-import types
 
 import numpy as np
 import pyro
@@ -15,12 +13,13 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 from scipy.special import logsumexp
-from scipy.stats import multivariate_normal
 from torch.distributions import constraints
 
 import ppl_gmm as pg
-from conftest import random_gamma, random_params
-from ppl_gmm.pyro_model import marginal_guide, marginal_model, param_values
+from ppl_gmm.ppl import model as model_module
+from ppl_gmm.ppl.model import marginal_guide, marginal_model, param_values
+
+from oracles import random_gamma, random_params, scipy_log_weights
 
 
 @pytest.fixture(autouse=True)
@@ -51,15 +50,6 @@ def _loss(model, guide, x, k, **kwargs):
     return TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x, k, **kwargs)
 
 
-def _scipy_log_joint(x, params):
-    """(N, K) log α_k + log N(x_i | μ_k, Σ_k) by scipy, the bracket of eq. 15."""
-    xn = x.numpy().reshape(len(x), -1)
-    return np.stack(
-        [math.log(float(params.alpha[j])) + multivariate_normal(params.mu[j].numpy(), params.cov[j].numpy()).logpdf(xn)
-         for j in range(params.k)], axis=1
-    ).reshape(len(x), params.k)
-
-
 @pytest.mark.parametrize("d", [1, 3])
 def test_meanfield_loss_is_eq18_at_random_points(d):
     """−TraceEnum_ELBO loss = eq. 18 (pg.elbo and scipy) for random, non-optimal Θ and γ."""
@@ -70,7 +60,7 @@ def test_meanfield_loss_is_eq18_at_random_points(d):
         value = -_loss(pg.gmm_model, pg.meanfield_guide, x, 3)
         reference = float(pg.elbo(x, gamma, params))
         g = gamma.numpy()
-        by_scipy = float((g * _scipy_log_joint(x, params)).sum() - (g * np.log(g)).sum())  # eq. 18
+        by_scipy = float((g * scipy_log_weights(x, params)).sum() - (g * np.log(g)).sum())  # eq. 18
         assert value == pytest.approx(reference, rel=1e-10)
         assert value == pytest.approx(by_scipy, rel=1e-10)
 
@@ -80,7 +70,7 @@ def test_meanfield_loss_equals_brute_force_over_all_assignments():
     n, k = 5, 3
     x, params, gamma = _data(n, 2, 7), random_params(k, 2, 7), random_gamma(n, k, 8)
     _set_store(params, gamma)
-    log_joint = _scipy_log_joint(x, params)
+    log_joint = scipy_log_weights(x, params)
     g = gamma.numpy()
     total = 0.0
     for z in itertools.product(range(k), repeat=n):
@@ -95,7 +85,7 @@ def test_marginal_loss_is_eq26(d):
     x, params = _data(80, d, 3), random_params(4, d, 3)
     _set_store(params)
     value = -_loss(marginal_model, marginal_guide, x, 4)
-    by_scipy = float(logsumexp(_scipy_log_joint(x, params), axis=1).sum())  # eq. 26
+    by_scipy = float(logsumexp(scipy_log_weights(x, params), axis=1).sum())  # eq. 26
     assert value == pytest.approx(float(pg.log_likelihood(x, params)), rel=1e-10)
     assert value == pytest.approx(by_scipy, rel=1e-10)
 
@@ -106,7 +96,7 @@ def test_elbo_is_loglik_minus_kl():
     _set_store(params, gamma)
     meanfield = -_loss(pg.gmm_model, pg.meanfield_guide, x, 3)
     marginal = -_loss(marginal_model, marginal_guide, x, 3)
-    log_joint = _scipy_log_joint(x, params)
+    log_joint = scipy_log_weights(x, params)
     log_post = log_joint - logsumexp(log_joint, axis=1, keepdims=True)  # eq. 27 by scipy
     g = gamma.numpy()
     kl = float((g * (np.log(g) - log_post)).sum())
@@ -133,7 +123,7 @@ def test_gradients_are_eq19(d):
     loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, k)
     g_alpha, g_mu, g_cov, g_gamma = torch.autograd.grad(-loss, [alpha, mu, cov, gamma])
     ref = pg.elbo_gradients(x, gamma0, params)
-    tol = dict(rtol=1e-9, atol=1e-9)
+    tol = {"rtol": 1e-9, "atol": 1e-9}
     torch.testing.assert_close(g_alpha, ref["alpha"] - (params.alpha * ref["alpha"]).sum(), **tol)
     torch.testing.assert_close(g_mu, ref["mu"], **tol)
     torch.testing.assert_close(g_cov, ref["cov"], **tol)
@@ -170,7 +160,10 @@ def test_default_and_given_initial_values():
     pg.gmm_model(x, 3)
     params, gamma = param_values()
     assert params.allclose(start, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(gamma, pg.e_step(x, start), rtol=1e-10, atol=1e-14)
+    # γ₀ is the posterior of Z under Θ₀ (eq. 20), by scipy
+    log_joint = scipy_log_weights(x, start)
+    ref = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(gamma.numpy(), ref, rtol=1e-10, atol=1e-14)
     pyro.clear_param_store()
     given = random_params(3, 2, 5)
     pg.gmm_model(x, 3, init=given)
@@ -204,9 +197,8 @@ def test_bad_input_is_refused_before_work():
 
 
 def test_prior_delegates_to_the_bayesian_layer(monkeypatch):
-    fake = types.ModuleType("ppl_gmm.bayes_model")
-    fake.bayes_gmm_model = lambda x, k, prior: ("model", k, prior)
-    fake.bayes_meanfield_guide = lambda x, k, prior: ("guide", k, prior)
-    monkeypatch.setitem(sys.modules, "ppl_gmm.bayes_model", fake)
+    monkeypatch.setattr(model_module, "bayes_gmm_model", lambda x, k, prior: ("model", k, prior))
+    monkeypatch.setattr(model_module, "bayes_meanfield_guide", lambda x, k, prior: ("guide", k, prior))
+    assert pg.gmm_model is model_module.gmm_model
     assert pg.gmm_model(None, 2, prior="p") == ("model", 2, "p")
     assert pg.meanfield_guide(None, 2, prior="p") == ("guide", 2, "p")

@@ -1,5 +1,9 @@
-"""GMMFit: persistence, alignment, and prediction / information criteria against
-scikit-learn's GaussianMixture holding the same parameters."""
+"""GMMFit: persistence, alignment (against brute force over all permutations), the KL gap (against
+the reference CAVI loop), and prediction / information criteria against scikit-learn's
+GaussianMixture holding the same parameters."""
+
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +11,10 @@ from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
 import ppl_gmm as pg
-from ppl_gmm.result import n_parameters
+from ppl_gmm.results.gmm_fit import n_parameters
+from ppl_gmm.results.matching import align, match_means
+
+from oracles import random_params, reference_fit
 
 COV_TYPES = ("full", "diag", "spherical", "tied")
 
@@ -16,7 +23,12 @@ def sklearn_holding(fit):
     """A GaussianMixture whose fitted attributes are ``fit``'s parameters."""
     p, ct = fit.params, fit.covariance_type
     cov = p.cov.double().numpy()
-    sk_cov = {"full": cov, "tied": cov[0], "diag": np.diagonal(cov, axis1=1, axis2=2).copy(), "spherical": cov[:, 0, 0].copy()}[ct]
+    sk_cov = {
+        "full": cov,
+        "tied": cov[0],
+        "diag": np.diagonal(cov, axis1=1, axis2=2).copy(),
+        "spherical": cov[:, 0, 0].copy(),
+    }[ct]
     g = GaussianMixture(p.k, covariance_type=ct)
     g.weights_ = p.alpha.double().numpy()
     g.means_ = p.mu.double().numpy()
@@ -45,6 +57,11 @@ def test_predictions_and_criteria_match_sklearn(fit_and_data):
         assert fit.aic(data) == pytest.approx(g.aic(data), rel=1e-12)
         assert fit.score(data) == pytest.approx(g.score(data), rel=1e-12)
     assert fit.n_parameters() == g._n_parameters() == n_parameters(3, 2, fit.covariance_type)
+    # rows 1e7 from every component: finite, on the simplex to round-off (exp(ℓ − max) / Σ)
+    far = torch.tensor([[1e7, 1e7], [-1e7, 3e7], [0.0, -1e7]], dtype=torch.float64)
+    proba = fit.predict_proba(far)
+    assert torch.isfinite(proba).all() and bool((proba >= 0).all())
+    torch.testing.assert_close(proba.sum(1), torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -73,7 +90,7 @@ def test_load_refuses_other_files(tmp_path):
         pg.load_fit(path)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, meta=np.array([{"format": 1}], dtype=object))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="allow_pickle=False"):
         pg.load_fit(pickled)  # allow_pickle=False: no arbitrary code
 
 
@@ -83,6 +100,7 @@ def test_align_recovers_a_shuffled_permutation(separated_2d):
     perm = torch.tensor([2, 0, 1])
     shuffled = pg.GMMFit(**{**fit.__dict__, "params": fit.params.permute(perm)})
     back = pg.align(fit, shuffled)
+    assert torch.equal(back, torch.argsort(perm))  # the known inverse permutation
     assert torch.equal(shuffled.params.permute(back).mu, fit.params.mu)
     assert torch.equal(fit.params.permute(perm).permute(torch.argsort(perm)).cov, fit.params.cov)
     # against the generating parameters, with either argument a GMMParams or a fit
@@ -93,10 +111,58 @@ def test_align_recovers_a_shuffled_permutation(separated_2d):
         fit.params.permute([0, 0, 1])
 
 
+def _brute_force_match(mu, ref_mu, ref_cov):
+    """The permutation minimising Σ_j (ref_μ_j − μ_perm[j])ᵀ P (ref_μ_j − μ_perm[j]), P = (mean ref Σ)⁻¹,
+    by trying all K! of them."""
+    prec = np.linalg.inv(ref_cov.mean(0))
+    best, best_cost = None, np.inf
+    for perm in itertools.permutations(range(len(ref_mu))):
+        diff = ref_mu - mu[list(perm)]
+        cost = np.einsum("jd,de,je->", diff, prec, diff)
+        if cost < best_cost:
+            best, best_cost = perm, cost
+    return np.array(best)
+
+
+def test_match_means_recovers_known_permutations_and_agrees_with_brute_force():
+    rng = np.random.default_rng(0)
+    m, k, d = 6, 4, 2
+    ref_mu = rng.normal(scale=5.0, size=(k, d))
+    ref_cov = random_params(k, d, seed=1).cov.numpy()
+    truth = np.stack([rng.permutation(k) for _ in range(m)])
+    mu = np.empty((m, k, d))
+    for i in range(m):
+        mu[i, truth[i]] = ref_mu + rng.normal(scale=0.05, size=(k, d))  # component truth[i, j] ↔ reference j
+    np.testing.assert_array_equal(match_means(mu, ref_mu, ref_cov), truth)
+    np.testing.assert_array_equal(match_means(mu, ref_mu), truth)  # Euclidean
+    # noisy means: the Hungarian optimum is the brute-force optimum
+    noisy = mu + rng.normal(scale=3.0, size=mu.shape)
+    got = match_means(noisy, ref_mu, ref_cov)
+    for i in range(m):
+        np.testing.assert_array_equal(got[i], _brute_force_match(noisy[i], ref_mu, ref_cov))
+    # align: GMMParams with a known shuffle come back in the reference's order
+    ref = random_params(k, d, seed=2)
+    perm = torch.tensor([3, 0, 2, 1])
+    assert torch.equal(align(ref, ref.permute(perm)), torch.argsort(perm))
+    with pytest.raises(ValueError, match="cannot align"):
+        align(ref, random_params(k + 1, d, seed=3))
+    with pytest.raises(TypeError, match="align\\(\\) needs GMMParams or a fit"):
+        align(ref, ref.mu)
+
+
 def test_kl_gap_summary_and_repr(separated_2d):
+    """kl_gap = log p(X | Θ_t) − eq. 18 per trace entry, against the reference CAVI loop
+    (oracles.reference_fit) from the same, poor Θ₀: positive, and 0 after the closing E-step."""
     x, _, _ = separated_2d
+    params0 = random_params(3, 2, seed=1)
+    fit = pg.fit_cavi(x, 3, init=params0, max_iter=10, tol=0, reg_covar=1e-6)
+    ref = reference_fit(x, params0, max_iter=10, reg_covar=1e-6)
+    ref_gap = np.array(ref["log_likelihood"]) - np.array(ref["elbo"])
+    assert ref_gap[0] > 1e-3  # a non-trivial gap to reproduce
+    np.testing.assert_allclose(fit.kl_gap.numpy(), ref_gap, rtol=0, atol=1e-10)  # |ll| ~ 1e3: ~1e-13 relative
+    assert bool((fit.kl_gap >= -1e-9).all())
+    assert abs(float(fit.kl_gap[-1])) <= 1e-12 * abs(float(fit.log_likelihood[-1]))  # KL = 0 after the E-step
     fit = pg.fit_cavi(x, 3, seed=0, max_iter=10, tol=0)
-    torch.testing.assert_close(fit.kl_gap, fit.log_likelihood - fit.elbo)
     text = fit.summary()
     assert "method: cavi" in text and "iterations: 10" in text and f"{float(fit.elbo[-1]):.10g}" in text
     assert "GMMFit(method='cavi', K=3, D=2, n_iter=10" in repr(fit)

@@ -1,5 +1,6 @@
-"""ppl_gmm.figures: byte-identical files on re-run, no version stamps, one progress line per
-figure, failures isolated; the Pyro identity helper checked against the closed form."""
+"""ppl_gmm.viz.figures: byte-identical files on re-run, no version stamps, one progress line per
+figure, failures isolated; the Pyro identity helper (viz.identities) checked against the closed form."""
+
 import io
 
 import numpy as np
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 import ppl_gmm as pg
-from ppl_gmm import figures
-from conftest import random_gamma, random_params
+from ppl_gmm.viz import figures
+from ppl_gmm.viz.identities import pyro_elbo_and_grads, tangent
+
+from oracles import random_gamma, random_params
 
 # the figures the byte-identity test regenerates twice (quick mode): every figure except
 # the NUTS one, which is slow and whose determinism is the NUTS module's to test
@@ -31,14 +34,15 @@ def _png_text_chunks(data: bytes) -> list:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, keys = 8, []
     while pos < len(data):
-        length = int.from_bytes(data[pos:pos + 4], "big")
-        kind = data[pos + 4:pos + 8]
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
         if kind in (b"tEXt", b"iTXt", b"zTXt"):
-            keys.append(data[pos + 8:pos + 8 + length].split(b"\0")[0].decode())
+            keys.append(data[pos + 8 : pos + 8 + length].split(b"\0")[0].decode())
         pos += 12 + length
     return keys
 
 
+@pytest.mark.slow
 def test_figures_are_byte_identical_on_rerun(tmp_path):
     runs = []
     for name in ("a", "b"):
@@ -86,7 +90,7 @@ def test_pyro_elbo_and_grads_against_closed_form(d):
     x = torch.as_tensor(np.random.default_rng(d).normal(scale=3.0, size=(30, d)))
     pyro.clear_param_store()
     pyro.param("untouched", torch.ones(2))
-    value, grads = figures.pyro_elbo_and_grads(x, gamma, params)
+    value, grads = pyro_elbo_and_grads(x, gamma, params)
     assert list(pyro.get_param_store().keys()) == ["untouched"]  # the caller's store is left alone
     pyro.clear_param_store()
     ref = pg.elbo(x, gamma, params)
@@ -98,7 +102,8 @@ def test_pyro_elbo_and_grads_against_closed_form(d):
         diff = grads[key] - analytic[key]
         # Categorical normalises: the difference is −Σ_k p_k g_k per row, nothing else
         weights = params.alpha if key == "alpha" else gamma
-        torch.testing.assert_close(diff, -(weights * analytic[key]).sum(-1, keepdim=True).expand_as(diff),
-                                   rtol=1e-10, atol=1e-9)
-        torch.testing.assert_close(figures.tangent(grads[key]), figures.tangent(analytic[key]), rtol=1e-10, atol=1e-9)
+        torch.testing.assert_close(
+            diff, -(weights * analytic[key]).sum(-1, keepdim=True).expand_as(diff), rtol=1e-10, atol=1e-9
+        )
+        torch.testing.assert_close(tangent(grads[key]), tangent(analytic[key]), rtol=1e-10, atol=1e-9)
     assert torch.allclose(-(params.alpha * analytic["alpha"]).sum(), torch.tensor(-30.0, dtype=torch.float64))

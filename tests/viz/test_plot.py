@@ -1,5 +1,6 @@
-"""ppl_gmm.plot: every function returns its ax and draws what it claims, checked numerically
+"""ppl_gmm.viz.plot: every function returns its ax and draws what it claims, checked numerically
 (ellipse outlines against numpy's Mahalanobis distance, densities against scipy)."""
+
 import ast
 import inspect
 
@@ -7,24 +8,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.collections import PathCollection, PolyCollection
+from matplotlib.image import AxesImage
+from matplotlib.patches import Ellipse
+from scipy import stats
 
-import ppl_gmm as pg  # noqa: E402
-from ppl_gmm import plot  # noqa: E402
-from conftest import random_params  # noqa: E402
+import ppl_gmm as pg
+from ppl_gmm.viz import plot
+
+from oracles import random_params
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny problems: one torch thread (two processes of ``pytest -n 2`` share two cores)."""
-    from ppl_gmm._threads import limited_threads
+    from ppl_gmm.core.threads import limited_threads
 
     with limited_threads():
         yield
@@ -102,9 +104,9 @@ def test_ellipses_are_mahalanobis_contours(ax, faithful_fit):
     p = fit.params
     for j in range(fit.k):
         prec = np.linalg.inv(p.cov[j].numpy())
-        for s, e in zip((1.0, 2.0), ellipses[2 * j: 2 * j + 2]):
+        for s, e in zip((1.0, 2.0), ellipses[2 * j : 2 * j + 2]):
             d = _outline(e) - p.mu[j].numpy()
-            np.testing.assert_allclose(np.einsum("nd,de,ne->n", d, prec, d), s ** 2, rtol=1e-8)
+            np.testing.assert_allclose(np.einsum("nd,de,ne->n", d, prec, d), s**2, rtol=1e-8)
 
 
 def test_ellipses_colour_points_by_responsibility(ax):
@@ -147,8 +149,16 @@ def test_responsibilities_heat_map(ax, faithful_fit):
 
 def _svi_like(fit, n=4):
     """A GMMFit with the SVI trace convention (entry 0 = start), built without running Pyro."""
-    return pg.GMMFit(**{**fit.__dict__, "method": "svi", "n_iter": n - 1, "elbo": fit.elbo[:n],
-                        "log_likelihood": fit.log_likelihood[:n], "times": fit.times[:n]})
+    return pg.GMMFit(
+        **{
+            **fit.__dict__,
+            "method": "svi",
+            "n_iter": n - 1,
+            "elbo": fit.elbo[:n],
+            "log_likelihood": fit.log_likelihood[:n],
+            "times": fit.times[:n],
+        }
+    )
 
 
 def test_traces_positions_and_reference(ax):
@@ -204,8 +214,12 @@ def test_draws_and_posterior_marginals(ax):
     idata = fit.to_arviz()
     np.testing.assert_array_equal(plot.draws(idata, "mu", 1, 0), [float(fit.params.mu[1, 0])])
     rng = np.random.default_rng(0)
-    out = plot.posterior_marginals({"A": rng.normal(size=500), "B": rng.normal(1, 1, size=500),
-                                    "point": plot.draws(idata, "alpha", 0)}, ax=ax, bins=20, reference=0.0)
+    out = plot.posterior_marginals(
+        {"A": rng.normal(size=500), "B": rng.normal(1, 1, size=500), "point": plot.draws(idata, "alpha", 0)},
+        ax=ax,
+        bins=20,
+        reference=0.0,
+    )
     assert out is ax
     assert len(ax.patches) == 2  # two step histograms
     assert len(ax.get_lines()) == 2  # the point estimate and the reference
@@ -233,7 +247,7 @@ def test_mixing_weights_and_roundoff(ax):
 
 
 def test_selection_marks_the_best_k(ax):
-    from ppl_gmm.select import SelectionTable
+    from ppl_gmm.results.selection import SelectionTable
 
     rows = tuple({"k": k, "bic": b, "log_likelihood": -b / 2} for k, b in zip((1, 2, 3, 4), (30.0, 10.0, 20.0, 25.0)))
     table = SelectionTable(method="bic", criterion="bic", higher_is_better=False, rows=rows)
@@ -262,12 +276,12 @@ def test_selection_table_cells(ax):
 
 
 def test_params_from_vb_fit(faithful):
-    from ppl_gmm.vb import fit_vb
-
-    fit = fit_vb(faithful, 2, pg.default_prior(faithful, 2), seed=0)
+    fit = pg.fit_vb(faithful, 2, pg.default_prior(faithful, 2), seed=0)
     p = plot._params(fit)
     post = fit.posterior
     np.testing.assert_allclose(p.alpha.numpy(), (post.alpha / post.alpha.sum()).numpy())
-    np.testing.assert_allclose(p.cov.numpy(), np.linalg.inv(post.nu.numpy()[:, None, None] * post.W.numpy()), rtol=1e-10)
+    np.testing.assert_allclose(
+        p.cov.numpy(), np.linalg.inv(post.nu.numpy()[:, None, None] * post.W.numpy()), rtol=1e-10
+    )
     with pytest.raises(TypeError, match="GMMParams"):
         plot._params(object())
