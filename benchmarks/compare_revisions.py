@@ -46,6 +46,10 @@ CASES = {
         "pg.fit_svi(x, 2, seed=0, num_steps=200, local_updates='natural', tol=0).elbo[-1]",
     ),
     "fit_svi_bayes, galaxies K=3, 100 steps": ("galaxies()", "pg.fit_svi_bayes(x, 3, num_steps=100, seed=0).elbo[-1]"),
+    "fit_nuts, galaxies K=3, 200+200": (
+        "galaxies()",
+        "pg.fit_nuts(x, 3, num_samples=200, warmup_steps=200, seed=0).posterior['mu'].values.mean()",
+    ),
 }
 
 WORKER = textwrap.dedent(
