@@ -54,7 +54,7 @@ CASES = {
 
 WORKER = textwrap.dedent(
     """
-    import json, sys, time, warnings
+    import json, pathlib, sys, time, warnings
     warnings.simplefilter("ignore")
     import numpy as np, torch
     import ppl_gmm as pg
@@ -81,7 +81,9 @@ WORKER = textwrap.dedent(
     run()  # warm-up: first-call costs (allocation, JIT of kernels, imports) are not the change's
     t0 = time.perf_counter()
     value = run()
-    print(json.dumps({{"seconds": time.perf_counter() - t0, "value": value}}))
+    seconds = time.perf_counter() - t0
+    package = str(pathlib.Path(pg.__file__).parent)
+    print(json.dumps({{"seconds": seconds, "value": value, "package": package}}))
     """
 )
 
@@ -89,10 +91,14 @@ WORKER = textwrap.dedent(
 def _measure(tree: Path, data: str, call: str, quick: bool) -> dict:
     code = WORKER.format(quick=quick, data=data, call=call)
     env = {**os.environ, "PYTHONPATH": str(tree), "MPLBACKEND": "Agg"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    # cwd = the tree: `python -c` puts the working directory first on sys.path
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{tree}: {call}\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(result["package"]).resolve() != (tree / "ppl_gmm").resolve():
+        raise RuntimeError(f"imported ppl_gmm from {result['package']}, not from {tree}")
+    return result
 
 
 def _busy(n: int) -> list:

@@ -101,16 +101,21 @@ def normalise_log(
     """
     top = wlp.amax(dim, keepdim=True)
     z = wlp.sub_(top)  # ℓ_ik − max_j ℓ_ij ≤ 0
-    gamma = torch.exp(z) if entropy else z.exp_()
+    if not entropy:
+        gamma = z.exp_()
+    else:
+        # ℓ_ik = −∞ (α_k = 0) becomes the most negative float: exp gives the same 0, and γ_ik z_ik = −0
+        # instead of 0 · ∞, so Σ γ z is one fused dot product (no temporaries)
+        z.clamp_(min=torch.finfo(z.dtype).min)
+        gamma = torch.exp(z)
     total = gamma.sum(dim, keepdim=True)
     gamma.div_(total)  # eq. 20
     log_total = total.log_()
     lse = (top + log_total).squeeze(dim)  # the terms of eq. 26
     if not entropy:
         return gamma, lse
-    # log γ_ik = z_ik − log Σ_k e^{z_ik};  0 · log 0 = 0 where ℓ_ik = −∞ (α_k = 0)
-    weighted = torch.where(gamma > 0, gamma * z, torch.zeros_like(z))
-    return gamma, lse, log_total.sum() - weighted.sum()
+    # H = −Σ γ log γ with log γ_ik = z_ik − log Σ_k e^{z_ik}
+    return gamma, lse, log_total.sum() - torch.dot(gamma.reshape(-1), z.reshape(-1))
 
 
 def logsumexp_rows(wlp: torch.Tensor) -> torch.Tensor:
