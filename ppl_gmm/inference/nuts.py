@@ -10,7 +10,7 @@ potential energy is −ln p(X, α, μ, Λ) with z summed out exactly) runs on th
 coordinates: stick-breaking for α, identity for μ, ``bayes_model.TrilVecToPD`` for Λ.
 
 Chains run one after another in this process (reproducible; no multiprocessing): chain c uses
-the c-th child seed of ``seed`` (``init.spawn_seeds``) for ``pyro.set_rng_seed`` and starts at
+the c-th child seed of ``seed`` (``core.rng.spawn_seeds``) for ``pyro.set_rng_seed`` and starts at
 the MAP estimate ``fit_map(x, k, prior, seed=that child seed)`` (different k-means++ starts).
 
 Label switching — the stated rule (also in ``idata.attrs["label_rule"]``): post-hoc relabelling.
@@ -22,7 +22,7 @@ the posterior mean of the relabelled draws, reordered by the first coordinate of
 is repeated once.  The label-invariant quantities (log-likelihood, predictive) are unaffected.
 
 Divergent transitions are counted (``attrs["num_divergences"]``, ``sample_stats.diverging``) and
-reported with a ``RuntimeWarning``; they are never hidden.  ``arviz_io.summary(idata)`` gives
+reported with a ``RuntimeWarning``; they are never hidden.  ``results.arviz_io.summary(idata)`` gives
 ArviZ's R-hat and ESS; ``attrs`` holds the worst of them.
 """
 
@@ -202,7 +202,7 @@ def fit_nuts(
     cov (…, component, feature, feature_), relabelled by the module's label rule;
     ``sample_stats`` — diverging, energy, tree_depth, n_steps, acceptance_rate, step_size, lp;
     ``log_likelihood`` — x (chain, draw, obs): ln Σ_k α_k N(x_i | μ_k, Σ_k) per draw (eq. 26 per
-    point), so ``arviz_io.loo`` works; ``posterior_predictive`` — x (chain, draw, obs, feature), one
+    point), so ``results.arviz_io.loo`` works; ``posterior_predictive`` — x (chain, draw, obs, feature), one
     replicate data set per draw; ``observed_data`` — x (obs, feature).  ``attrs``: method, seed, chain
     seeds, label_rule, num_divergences, r_hat_max, ess_bulk_min, label_switch_fraction.
 
@@ -300,7 +300,7 @@ def loo_elpd(
     **nuts_kwargs: Any,
 ) -> arviz_io.LooResult:
     """PSIS-LOO expected log predictive density of the K-component Bayesian GMM: ``fit_nuts`` then
-    ``arviz_io.loo``.  Returns a tuple (elpd_loo, se) with ``.p_loo``, ``.pareto_k``, ``.n_high_k``."""
+    ``results.arviz_io.loo``.  Returns a tuple (elpd_loo, se) with ``.p_loo``, ``.pareto_k``, ``.n_high_k``."""
     idata = fit_nuts(
         x,
         k,

@@ -1,7 +1,7 @@
 """SVI on the Pyro GMM: the loss is exactly −eq. 18, and a fast natural-gradient local step.
 
-``fit_svi`` runs Pyro's ``SVI`` on :func:`~ppl_gmm.pyro_model.gmm_model` and
-:func:`~ppl_gmm.pyro_model.meanfield_guide` with ``TraceEnum_ELBO`` (``JitTraceEnum_ELBO`` when
+``fit_svi`` runs Pyro's ``SVI`` on :func:`~ppl_gmm.ppl.model.gmm_model` and
+:func:`~ppl_gmm.ppl.model.meanfield_guide` with ``TraceEnum_ELBO`` (``JitTraceEnum_ELBO`` when
 ``jit=True``).  The guide's ``"z"`` is enumerated, so each step's loss is *exactly* −L(γ, Θ),
 eq. 18 — no Monte Carlo noise — and the trace ``.elbo`` is that number (mapped to data units).
 

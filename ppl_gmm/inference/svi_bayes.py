@@ -1,4 +1,4 @@
-"""Bayesian SVI: the prior model and the mean-field guide of ``bayes_model``, ``TraceEnum_ELBO``.
+"""Bayesian SVI: the prior model and the mean-field guide of ``ppl.bayes``, ``TraceEnum_ELBO``.
 
 The guide's family is the family of ``fit_vb`` (PRML §10.2)::
 

@@ -16,12 +16,13 @@ E-step (the expectation of eq. 15 under q(α) q(μ, Λ); eq. 20 with Θ integrat
     E[quad]     = D / beta_k + nu_k (x_i − m_k)ᵀ W_k (x_i − m_k)                          (10.64)
     r_ik = ρ_ik / Σ_j ρ_ij   (log space)                                                  (10.49)
 
-M-step: the conjugate update of ``priors.conjugate_update`` (10.58, 10.60–10.63).
+M-step: the conjugate update ``core.priors.conjugate_update`` (10.58, 10.60–10.63).
 
 ``.elbo`` is the full bound L = E[ln p(X, Z, α, μ, Λ)] − E[ln q] with every constant
 (10.70–10.77), so for K = 1 it equals the exact log evidence ln p(X) once converged.
-Iterations and traces follow ``fit_cavi``: Θ₀ from ``init.initial_params`` (fit_cavi's
-default Θ₀, reg_covar = 1e-6), r₀ = e_step(x, Θ₀), one VB M-step; then iteration t is an
+Iterations and traces follow ``fit_cavi`` (one driver, ``ascent.fit_ascent``): Θ₀ from
+``core.init.initial_params`` (fit_cavi's default Θ₀, reg_covar = 1e-6), r₀ = e_step(x, Θ₀),
+one VB M-step; then iteration t is an
 E-step followed by an M-step and ``elbo[t−1]`` is the bound after it; a closing E-step
 adds the last entry, so ``len(elbo) == n_iter + 1`` and ``gamma``/``elbo[-1]`` belong to
 the returned posterior.  Each update is a coordinate ascent step, so the trace is
@@ -32,8 +33,8 @@ Speed: in coordinates centred at the data mean, ln ρ_ik is linear in the featur
 with two GEMMs (ln ρ = A φ for the E-step, T = r φᵀ for the M-step's N_k, Σ r x, Σ r x xᵀ);
 when a component lies so far from the data mean that this expansion could cost digits
 (see ``_vb_kernel``) the iteration falls back to difference-first, two-pass kernels.
-Small fits run on one torch thread (``_threads.limited_threads``).  The posterior type, its
-expectations and the bound live in ``vb_posterior`` (re-exported here).
+Small fits run on one torch thread (``core.threads.limited_threads``).  The posterior type, its
+expectations and the bound live in ``core.vb_posterior``; the result type in ``results.vb_fit``.
 """
 
 from __future__ import annotations

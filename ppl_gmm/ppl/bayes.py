@@ -1,7 +1,7 @@
 """The Bayesian GMM in Pyro: the Dirichlet × Normal-Wishart prior as sample sites.
 
 The model is the generative process of ``docs/maths.md`` (α → Z → X, eq. 15) with the
-conjugate prior of Bishop, PRML eq. 10.39–10.40 (``priors.NormalWishartPrior``)::
+conjugate prior of Bishop, PRML eq. 10.39–10.40 (``core.priors.NormalWishartPrior``)::
 
     α            ~ Dir(alpha0 · 1_K)                       site "alpha"   (10.39)
     Λ_k          ~ Wishart(W0, nu0),        k = 1..K        site "Lambda"  (10.40)
