@@ -80,17 +80,38 @@ def weighted_log_prob(x: ArrayLike, params: GMMParams) -> torch.Tensor:
 
 
 def e_step(x: ArrayLike, params: GMMParams) -> torch.Tensor:
-    """Responsibilities γ (N, K), eq. 20 (= the CAVI optimum eq. 17 = the posterior eq. 27).
+    """The E-step, eq. 20 (= the CAVI optimum eq. 17 = the posterior eq. 27).
 
     γ_ik = α_k N(x_i | μ_k, Σ_k) / Σ_j α_j N(x_i | μ_j, Σ_j), normalised in log space
-    (``gaussian.normalise_log``) so that a point far from every component still gets a finite
-    row on the simplex.
+    (``gaussian.normalise_log``), so a point far from every component still gets a finite row on
+    the simplex.
+
+    Parameters
+    ----------
+    x : array_like, shape (N,) or (N, D)
+    params : GMMParams
+
+    Returns
+    -------
+    gamma : Tensor, shape (N, K)
+        Responsibilities, rows on the simplex to round-off.
     """
     return normalise_log(weighted_log_prob(x, params))[0]  # eq. 20
 
 
 def log_likelihood(x: ArrayLike, params: GMMParams) -> torch.Tensor:
-    """Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k): the marginal log-likelihood, eq. 26."""
+    """The marginal log-likelihood, eq. 26: Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k).
+
+    Parameters
+    ----------
+    x : array_like, shape (N,) or (N, D)
+    params : GMMParams
+
+    Returns
+    -------
+    Tensor
+        A scalar.
+    """
     return logsumexp_rows(weighted_log_prob(x, params)).sum()  # eq. 26
 
 
@@ -107,6 +128,18 @@ def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
     The first term is E_q[log p(X, Z | Θ)] (eq. 15 under q), the second the
     entropy of q = Π_i Categorical(γ_i) (eq. 17).  0·log 0 = 0, and a term with
     γ_ik = 0 contributes 0 even where α_k = 0.
+
+    Parameters
+    ----------
+    x : array_like, shape (N,) or (N, D)
+    gamma : array_like, shape (N, K)
+        Rows on the simplex (checked).
+    params : GMMParams
+
+    Returns
+    -------
+    Tensor
+        A scalar.
     """
     x = _coerce(x, params)
     gamma = check_gamma(gamma, x.shape[0], params.k, params.dtype)
@@ -133,6 +166,18 @@ def elbo_gradients(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> dict[st
     - ``cov`` (K, D, D):   ∂L/∂Σ_k = ½ Σ_i γ_ik (P d dᵀ P − P), P = Σ_k⁻¹, d = x_i − μ_k
                            (D = 1: 1/(2σ⁴) Σ_i γ_ik [(x_i − μ_k)² − σ²])
     - ``gamma`` (N, K):    ∂L/∂γ_ik = log α_k + log N(x_i | μ_k, Σ_k) − log γ_ik − 1
+
+    Parameters
+    ----------
+    x : array_like, shape (N,) or (N, D)
+    gamma : array_like, shape (N, K)
+        Rows on the simplex (checked).
+    params : GMMParams
+
+    Returns
+    -------
+    dict of Tensor
+        Keys ``alpha``, ``mu``, ``cov``, ``gamma`` as above.
     """
     x = _coerce(x, params)
     gamma = check_gamma(gamma, x.shape[0], params.k, params.dtype)
@@ -203,6 +248,24 @@ def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_co
     ``tied`` pools one Σ = Σ_k Σ_i γ_ik d dᵀ / N for all components.  The moments
     are two-pass (centred at the new μ_k), so shifting the data by 1e6 shifts μ
     and leaves Σ unchanged to round-off.
+
+    Parameters
+    ----------
+    x : array_like, shape (N,) or (N, D)
+    gamma : array_like, shape (N, K)
+        Non-negative responsibilities.
+    covariance_type : {"full", "diag", "spherical", "tied"}
+    reg_covar : float
+        Added to the diagonal of every covariance.
+
+    Returns
+    -------
+    GMMParams
+
+    Raises
+    ------
+    EmptyComponentError
+        When some N_k is 0 (its μ_k and Σ_k are undefined).
     """
     check_covariance_type(covariance_type)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
