@@ -67,6 +67,7 @@ class _State:
     t_stats: torch.Tensor | None  # T = r φ of the last E-step (None: use the exact M-step)
     entropy: torch.Tensor  # H[r] of the last E-step
     lse: torch.Tensor  # Σ_i ln Σ_k ρ_ik of the last E-step
+    terms: tuple | None = None  # kernel.e_terms(st, chol) when the M-step already computed them
 
 
 class VBProblem:
@@ -95,8 +96,8 @@ class VBProblem:
         log_det_w = -log_det_from_cholesky(chol)  # ln |W_k|
         return bound_after_m_step(entropy, st.alpha, st.beta, st.nu, log_det_w, self.const, self.n, self.d)
 
-    def _scan(self, st: ConjugateStats, chol: torch.Tensor, want_stats: bool) -> _State:
-        c, u, _ = kernel.e_terms(st, chol, self.d)
+    def _scan(self, st: ConjugateStats, chol: torch.Tensor, want_stats: bool, terms: tuple | None = None) -> _State:
+        c, u, _ = kernel.e_terms(st, chol, self.d) if terms is None else terms
         if kernel.spread(st, u) <= kernel.G_EXPANSION_MAX:
             design = kernel.design_t(st.m, u @ u.transpose(1, 2), c, self.iu)
             out = kernel.scan(self.xc, self.k, design=design, feats_t=self.feats_t, iu=self.iu, want_stats=want_stats)
@@ -110,20 +111,23 @@ class VBProblem:
         return self._scan(st, chol, not final), prev
 
     def m_step(self, state: _State) -> tuple[_State, torch.Tensor]:
-        new = None
+        new, terms = None, None
         if state.t_stats is not None:  # the M-step from r φ, unless it would cost digits
             new = kernel.m_step_from_stats(state.t_stats, self.prior, self.m0c, self.w0_inv, self.iu, self.d)
             new_chol, bad = posterior_cholesky(new.w_inv, check_only=True)
-            if bad is not None or kernel.spread(new, kernel.e_terms(new, new_chol, self.d)[1]) > kernel.G_EXPANSION_MAX:
-                new = None
+            if bad is None:
+                terms = kernel.e_terms(new, new_chol, self.d)  # reused by the next E-step
+            if terms is None or kernel.spread(new, terms[1]) > kernel.G_EXPANSION_MAX:
+                new, terms = None, None
         if new is None:
             st, chol = self._exact_m_step(torch.cat(state.blocks, 1))
         else:
             st, chol = new, new_chol
-        return _State(st, chol, state.blocks, None, state.entropy, state.lse), self._bound(state.entropy, st, chol)
+        value = self._bound(state.entropy, st, chol)
+        return _State(st, chol, state.blocks, None, state.entropy, state.lse, terms), value
 
     def e_step(self, state: _State, final: bool) -> tuple[_State, None]:
-        return self._scan(state.st, state.chol, not final), None  # 10.46–10.49
+        return self._scan(state.st, state.chol, not final, state.terms), None  # 10.46–10.49
 
     def posterior(self, state: _State) -> VBPosterior:
         st = state.st
