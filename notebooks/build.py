@@ -1,7 +1,9 @@
 """Build the research notebooks from the cell texts below, and execute them to store their outputs.
 
     python notebooks/build.py             # write and execute every notebook (full size; commit the result)
-    python notebooks/build.py --quick     # execute with PPL_GMM_QUICK=1 (small sizes, as the tests do)
+    python notebooks/build.py --quick     # execute with PPL_GMM_QUICK=1 (small sizes, as the tests do),
+                                          # written to QUICK_DIR (a temporary directory), never over the
+                                          # committed notebooks; --out-dir DIR to choose
     python notebooks/build.py --check     # exit 1 if a committed notebook's cells differ from this file
 
 The notebooks are thin: they import ``ppl_gmm`` and call it; everything reusable lives in the
@@ -15,11 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # the committed notebooks: full-size runs only
+QUICK_DIR = Path(tempfile.gettempdir()) / "ppl_gmm_notebooks_quick"  # where --quick writes by default
 
 SETUP = r"""
 import os
@@ -569,20 +573,35 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="execute with PPL_GMM_QUICK=1 (do not commit that)")
     parser.add_argument("--check", action="store_true", help="only compare the committed notebooks' cells")
     parser.add_argument("--no-execute", action="store_true", help="write the notebooks without outputs")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"where to write (default: {HERE} for full runs; {QUICK_DIR} with --quick)",
+    )
     parser.add_argument("names", nargs="*", help="notebooks to build (default: all)")
     args = parser.parse_args(argv)
     names = args.names or list(NOTEBOOKS)
+    unknown = [n for n in names if n not in NOTEBOOKS]
+    if unknown:
+        parser.error(f"unknown notebook(s) {', '.join(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+    out_dir = args.out_dir if args.out_dir is not None else QUICK_DIR if args.quick else HERE
+    if args.quick and not args.check and out_dir.resolve() == HERE.resolve():
+        parser.error("--quick outputs must not replace the committed full-size notebooks; choose another --out-dir")
     status = 0
     for name in names:
-        path = HERE / name
         nb = build(name)
         if args.check:
+            path = HERE / name
             same = path.exists() and sources(nbformat.read(path, as_version=4)) == sources(nb)
             print(f"{name}: {'up to date' if same else 'OUT OF DATE (run python notebooks/build.py)'}")
             status |= not same
             continue
         if not args.no_execute:
             nb = execute(nb, quick=args.quick)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / name
         nbformat.write(nb, path)
         print(f"wrote {path}")
     return status

@@ -37,6 +37,7 @@ _PUBLIC = {
     "DegeneratePosteriorError": "core.errors",
     "EmptyComponentError": "core.errors",
     "DivergenceError": "core.errors",
+    "FitFileError": "core.errors",
     "gmm_model": "ppl.model",
     "meanfield_guide": "ppl.model",
     "marginal_model": "ppl.model",

@@ -4,6 +4,7 @@ printing the identities they claim at round-off."""
 
 import importlib.util
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -66,6 +67,27 @@ def test_committed_notebook_is_generated_and_executed(name):
     assert "quick mode: False" in text  # outputs of the full-size run
     _check_identities(name, text)
     assert all("execution" not in c.metadata for c in code)  # no time stamps
+
+
+def test_quick_builds_never_overwrite_the_committed_notebooks(tmp_path, monkeypatch):
+    """``build.py --quick`` writes to a scratch directory (``--out-dir``, default ``QUICK_DIR``) and
+    refuses the committed directory. Run on copies, with execution stubbed out (no kernel)."""
+    assert build.QUICK_DIR.resolve() != build.HERE.resolve()  # the real default is elsewhere
+    committed = tmp_path / "committed"
+    committed.mkdir()
+    for name in NAMES:
+        shutil.copy(NB_DIR / name, committed / name)
+    before = {name: (committed / name).read_bytes() for name in NAMES}
+    monkeypatch.setattr(build, "HERE", committed)
+    monkeypatch.setattr(build, "QUICK_DIR", tmp_path / "quick")
+    monkeypatch.setattr(build, "execute", lambda nb, **kwargs: nb)
+    assert build.main(["--quick"]) == 0
+    assert all((tmp_path / "quick" / name).is_file() for name in NAMES)
+    assert build.main(["--quick", "--out-dir", str(tmp_path / "elsewhere"), NAMES[0]]) == 0
+    assert (tmp_path / "elsewhere" / NAMES[0]).is_file()
+    with pytest.raises(SystemExit):
+        build.main(["--quick", "--out-dir", str(committed)])
+    assert {name: (committed / name).read_bytes() for name in NAMES} == before
 
 
 @pytest.mark.slow

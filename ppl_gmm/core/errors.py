@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-__all__ = ["DegenerateComponentError", "DegeneratePosteriorError", "EmptyComponentError", "DivergenceError"]
+__all__ = [
+    "DegenerateComponentError",
+    "DegeneratePosteriorError",
+    "EmptyComponentError",
+    "DivergenceError",
+    "FitFileError",
+]
 
 
 class DegenerateComponentError(FloatingPointError, ValueError):
@@ -57,3 +64,15 @@ class DivergenceError(FloatingPointError, RuntimeError):
             "`.last_finite`. Lower the learning rate (lr), standardise the data, or start from "
             "fit_cavi's parameters (init=fit.params)."
         )
+
+
+class FitFileError(ValueError):
+    """A fit file (``GMMFit.save`` / ``load_fit``) that cannot be read or written: missing,
+    unreadable, not a fit archive, corrupt, from a newer format, or off the schema
+    (``results.fit_file``). The message names the file and the problem; ``.path`` and ``.problem``
+    hold them. A ``ValueError``, as ``load_fit`` raised before the schema existed."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str, *, writing: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        super().__init__(f"cannot {'write' if writing else 'read'} fit file {self.path!r}: {problem}")

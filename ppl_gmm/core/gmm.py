@@ -11,6 +11,8 @@ Cholesky factors (``core.linalg``); the maths is summarised in ``docs/maths.md``
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .errors import EmptyComponentError
@@ -46,18 +48,26 @@ def _coerce(x, params: GMMParams) -> torch.Tensor:
     return x
 
 
-def check_gamma(gamma: ArrayLike, n: int, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """γ as an (N, K) tensor of ``dtype``, finite and non-negative, or a ValueError."""
+def check_gamma(gamma: ArrayLike, n: int, k: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """γ as an (N, K) tensor of ``dtype``, or a ValueError: the one rule for every closed-form
+    function that takes responsibilities (``elbo``, ``elbo_gradients``, ``m_step``,
+    ``vb_posterior.lower_bound``).
+
+    q(Z_i) = Categorical(γ_i) (eq. 17): every entry finite and non-negative, and every row on the
+    simplex, Σ_k γ_ik = 1 to within K · 1e-6 (float32: K · 1e-4; :func:`check_simplex_rows`).
+    ``k=None`` accepts any K >= 1 (``m_step``, where γ defines K)."""
     gamma = torch.as_tensor(gamma, dtype=dtype)
-    if gamma.shape != (n, k):
-        raise ValueError(f"gamma must have shape (N, K) = ({n}, {k}), got {tuple(gamma.shape)}")
+    if gamma.ndim != 2 or gamma.shape[0] != n or (gamma.shape[1] != k if k is not None else gamma.shape[1] < 1):
+        want = f"({n}, {k})" if k is not None else f"({n}, K) with K >= 1"
+        raise ValueError(f"gamma must have shape (N, K) = {want}, got {tuple(gamma.shape)}")
     if not bool(torch.isfinite(gamma).all()) or bool((gamma < 0).any()):
         raise ValueError("gamma must be finite and non-negative (each row a point on the simplex)")
+    check_simplex_rows(gamma)
     return gamma
 
 
 def check_simplex_rows(gamma: torch.Tensor) -> None:
-    """q(Z_i) = Categorical(γ_i) needs Σ_k γ_ik = 1 (eq. 17)."""
+    """q(Z_i) = Categorical(γ_i) needs Σ_k γ_ik = 1 (eq. 17); part of :func:`check_gamma`."""
     off = (gamma.sum(1, dtype=torch.float64) - 1.0).abs()
     tol = 1e-6 if gamma.dtype == torch.float64 else 1e-4
     if gamma.shape[0] and float(off.max()) > tol * gamma.shape[1]:
@@ -143,7 +153,6 @@ def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
     """
     x = _coerce(x, params)
     gamma = check_gamma(gamma, x.shape[0], params.k, params.dtype)
-    check_simplex_rows(gamma)
     return elbo_from_log_weights(gamma, weighted_log_prob(x, params))  # eq. 18
 
 
@@ -161,36 +170,63 @@ def elbo_gradients(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> dict[st
 
     All are taken before any constraint (simplex, positive definiteness) is applied:
 
-    - ``alpha`` (K,):      ∂L/∂α_k = Σ_i γ_ik / α_k
+    - ``alpha`` (K,):      ∂L/∂α_k = Σ_i γ_ik / α_k = N_k / α_k
     - ``mu`` (K, D):       ∂L/∂μ_k = Σ_k⁻¹ Σ_i γ_ik (x_i − μ_k)
     - ``cov`` (K, D, D):   ∂L/∂Σ_k = ½ Σ_i γ_ik (P d dᵀ P − P), P = Σ_k⁻¹, d = x_i − μ_k
                            (D = 1: 1/(2σ⁴) Σ_i γ_ik [(x_i − μ_k)² − σ²])
     - ``gamma`` (N, K):    ∂L/∂γ_ik = log α_k + log N(x_i | μ_k, Σ_k) − log γ_ik − 1
 
+    On the boundary (γ_ik = 0 or α_k = 0, with 0 · log 0 = 0 in eq. 18) eq. 19 is read as the
+    exact one-sided limit, never NaN:
+
+    - N_k = 0 (γ_ik = 0 for every i): eq. 18 does not depend on α_k, so ∂L/∂α_k = 0, also at
+      α_k = 0 (the limit of N_k / α_k = 0 as α_k → 0).
+    - γ_ik = 0 < α_k: ∂L/∂γ_ik = +∞, the slope of the entropy −γ log γ at 0 (eq. 18 rises
+      steeply as mass moves onto k; this is why eq. 20's optimum is interior). A γ_ik that
+      underflowed to 0 in ``e_step`` lands here.
+    - α_k = 0 and N_k = 0: ∂L/∂γ_ik = −∞ for every i (any mass on k makes eq. 18 −∞).
+    - α_k = 0 < N_k is refused (ValueError naming the component): eq. 18 is −∞ there, a point
+      outside the ELBO's domain (γ puts mass on a component of zero weight), where no gradient
+      of eq. 19 is finite or meaningful (∂L/∂α_k → +∞). γ = e_step(x, params) never does this.
+
     Parameters
     ----------
     x : array_like, shape (N,) or (N, D)
     gamma : array_like, shape (N, K)
-        Rows on the simplex (checked).
+        Rows on the simplex (checked: ``check_gamma``).
     params : GMMParams
 
     Returns
     -------
     dict of Tensor
         Keys ``alpha``, ``mu``, ``cov``, ``gamma`` as above.
+
+    Raises
+    ------
+    ValueError
+        Bad γ, or γ with mass on a component whose α_k = 0.
     """
     x = _coerce(x, params)
     gamma = check_gamma(gamma, x.shape[0], params.k, params.dtype)
-    check_simplex_rows(gamma)
     n_k = gamma.sum(0)
+    alpha = params.alpha
+    off = torch.nonzero((alpha == 0) & (n_k > 0)).flatten()
+    if off.numel():
+        j = int(off[0])
+        raise ValueError(
+            f"component {j} has alpha_{j} = 0 but gamma puts mass N_{j} = {float(n_k[j]):.3g} on it: eq. 18 is −inf "
+            "there and eq. 19 has no finite gradient (∂L/∂α_k = N_k/α_k → +inf); use gamma = e_step(x, params) "
+            "or give the component a positive weight"
+        )
     u = params.precision_cholesky
     prec = u @ u.transpose(-1, -2)  # P_k = Σ_k⁻¹ = U_k U_kᵀ
-    g_alpha = n_k / params.alpha  # eq. 19, ∂L/∂α_k
+    g_alpha = torch.where(n_k > 0, n_k / alpha, torch.zeros_like(n_k))  # eq. 19, ∂L/∂α_k (0 where N_k = 0)
     weighted_diff_sum = gamma.T @ x - n_k[:, None] * params.mu  # Σ_i γ_ik (x_i − μ_k)
     g_mu = torch.einsum("kde,ke->kd", prec, weighted_diff_sum)  # eq. 19, ∂L/∂μ_k
     scatter = weighted_scatter(x, gamma, params.mu)  # S_k = Σ_i γ_ik d dᵀ
     g_cov = 0.5 * (prec @ scatter @ prec - n_k[:, None, None] * prec)  # eq. 19, ∂L/∂Σ_k
-    g_gamma = weighted_log_prob(x, params) - torch.log(gamma) - 1.0  # eq. 19, ∂L/∂γ_ik
+    g_gamma = weighted_log_prob(x, params) - torch.log(gamma) - 1.0  # eq. 19, ∂L/∂γ_ik (+inf where γ_ik = 0)
+    g_gamma = torch.where(alpha == 0, -math.inf, g_gamma)  # α_k = 0 (so N_k = 0): the limit −∞, not −∞ + ∞
     return {"alpha": g_alpha, "mu": g_mu, "cov": g_cov, "gamma": g_gamma}
 
 
@@ -253,7 +289,7 @@ def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_co
     ----------
     x : array_like, shape (N,) or (N, D)
     gamma : array_like, shape (N, K)
-        Non-negative responsibilities.
+        Responsibilities, rows on the simplex (checked: ``check_gamma``).
     covariance_type : {"full", "diag", "spherical", "tied"}
     reg_covar : float
         Added to the diagonal of every covariance.
@@ -270,11 +306,8 @@ def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_co
     check_covariance_type(covariance_type)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
     x = as_data(x, dtype=gamma.dtype if isinstance(gamma, torch.Tensor) else None)
-    gamma = torch.as_tensor(gamma, dtype=x.dtype)
     n, d = x.shape
-    if gamma.ndim != 2 or gamma.shape[0] != n:
-        raise ValueError(f"gamma must have shape (N, K) with N = {n}, got {tuple(gamma.shape)}")
-    gamma = check_gamma(gamma, n, gamma.shape[1], x.dtype)
+    gamma = check_gamma(gamma, n, None, x.dtype)  # rows on the simplex, as elbo and elbo_gradients
     n_k = gamma.sum(0)  # eq. 21: N_k
     check_nonempty(n_k)
     mu = (gamma.T @ x) / n_k[:, None]  # eq. 21: μ_k

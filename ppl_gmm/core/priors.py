@@ -59,9 +59,23 @@ __all__ = [
 ]
 
 
-def _num(value, name) -> float:
+def _num(value, name, meaning) -> float:
+    """A finite real scalar: a Python or numpy real, or a 0-d array / tensor (never a bool, and never
+    an array with one entry per component: the prior is symmetric, one value for every component)."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray, torch.Tensor)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        if value.ndim != 0:
+            raise ValueError(
+                f"{name} must be a scalar ({meaning}, one value shared by every component), "
+                f"got an array of shape {tuple(value.shape)}"
+            )
+        if isinstance(value, torch.Tensor):
+            real = value.dtype != torch.bool and not value.is_complex()
+        else:
+            real = value.dtype.kind in "iuf"
+        if not real:
+            raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -72,12 +86,23 @@ def _num(value, name) -> float:
 
 
 def _as_float64(value, name) -> torch.Tensor:
+    """A float64 CPU tensor of real numbers (no bools, strings, complex or object entries)."""
     if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {value.dtype}")
         return value.detach().to(device="cpu", dtype=torch.float64)
     try:
-        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+        arr = np.asarray(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be numeric, got {value!r}") from None
+        raise TypeError(f"{name} must hold real numbers, got {value!r}") from None
+    if arr.dtype.kind not in "iuf":  # e.g. "1.5" would otherwise be parsed, True taken as 1.0
+        if arr.dtype.kind == "O":  # a list of tensors or numpy scalars: numbers in an object array
+            try:
+                return torch.as_tensor(arr.astype(np.float64))
+            except (TypeError, ValueError):
+                pass
+        raise TypeError(f"{name} must hold real numbers, got {value!r}")
+    return torch.as_tensor(arr.astype(np.float64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +110,16 @@ class NormalWishartPrior:
     """Dir(α | alpha0) × Π_k N(μ_k | m0, (beta0 Λ_k)⁻¹) W(Λ_k | W0, nu0), PRML 10.39–10.40.
 
     alpha0 : float > 0       symmetric Dirichlet concentration (alpha0 < 1 favours empty components)
-    m0     : (D,)            prior mean of the component means
+    m0     : (D,)            prior mean of the component means (a scalar when D = 1)
     beta0  : float > 0       prior precision scaling of the means (small = vague)
     nu0    : float > D − 1   Wishart degrees of freedom
     W0     : (D, D)          Wishart scale matrix, symmetric positive definite; E[Λ_k] = nu0 W0
+                             (a scalar or a 1-vector when D = 1)
 
-    Stored as float64 tensors (``W0`` symmetrised); ``cast(dtype)`` gives the tensors a fit uses.
+    Every field is checked: the scalars are finite real numbers (Python / numpy scalars or 0-d
+    arrays; one value shared by every component, so a (K,) array is refused), m0 is a finite real
+    vector (never flattened from a matrix), W0 a finite, symmetric, positive-definite (D, D) real
+    matrix. Stored as float64 tensors (``W0`` symmetrised); ``cast(dtype)`` gives the tensors a fit uses.
     """
 
     alpha0: float
@@ -100,15 +129,20 @@ class NormalWishartPrior:
     W0: torch.Tensor
 
     def __post_init__(self):
-        alpha0 = _num(self.alpha0, "alpha0")
-        beta0 = _num(self.beta0, "beta0")
-        nu0 = _num(self.nu0, "nu0")
-        m0 = _as_float64(self.m0, "m0").reshape(-1)
+        alpha0 = _num(self.alpha0, "alpha0", "the symmetric Dirichlet concentration")
+        beta0 = _num(self.beta0, "beta0", "the precision scaling of the means")
+        nu0 = _num(self.nu0, "nu0", "the Wishart degrees of freedom")
+        m0 = _as_float64(self.m0, "m0")
+        if m0.ndim > 1:  # never flattened: a (2, 2) m0 is not a 4-D prior
+            raise ValueError(
+                f"m0 must be a vector of shape (D,) (or a scalar when D = 1), got an array of shape {tuple(m0.shape)}"
+            )
+        m0 = m0.reshape(-1)
         d = m0.shape[0]
         if d == 0 or not bool(torch.isfinite(m0).all()):
             raise ValueError(f"m0 must be a finite vector of length D >= 1, got {self.m0!r}")
         w0 = _as_float64(self.W0, "W0")
-        if w0.ndim == 0 or (w0.ndim == 1 and w0.numel() == 1):
+        if d == 1 and (w0.ndim == 0 or (w0.ndim == 1 and w0.numel() == 1)):  # D = 1: a scalar W0
             w0 = w0.reshape(1, 1)
         if w0.shape != (d, d):
             raise ValueError(f"W0 must have shape (D, D) = ({d}, {d}) to match m0, got {tuple(w0.shape)}")

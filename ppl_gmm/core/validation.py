@@ -7,7 +7,9 @@ message that names the problem and says what to do.
 
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -26,6 +28,9 @@ __all__ = [
     "check_covariance_type",
     "check_init",
     "check_fit_args",
+    "DataScale",
+    "UNSCALED",
+    "data_scale",
     "COVARIANCE_TYPES",
     "INITS",
 ]
@@ -181,3 +186,122 @@ def check_fit_args(
     k = check_k(k, x.shape[0])
     init = check_init(init, k, x.shape[1], extra_inits)
     return x, k, init
+
+
+# --- the data's scale ----------------------------------------------------------------------------
+#: Data whose spread r (below) lies in [2^-w, 2^w) with w = ``SAFE_LOG2[dtype]`` are computed on as
+#: given (s = 1): every result there is bit for bit that of the plain computation.
+SAFE_LOG2 = {torch.float64: 60, torch.float32: 30}
+
+
+@dataclass(frozen=True)
+class DataScale:
+    """The scale s = 2^``exponent`` of a fit's coordinates x' = x / s (see :func:`data_scale`).
+
+    Multiplying by a power of two is exact in floating point (away from overflow and subnormals),
+    so mapping data, Θ and reg_covar into x' and the answer back loses nothing. Eq. 15 is
+    scale-equivariant: with x' = x / s, μ' = μ / s, Σ' = Σ / s² (reg_covar' = reg_covar / s²),
+    γ is unchanged, log N(x | μ, Σ) = log N(x' | μ', Σ') − D log s, so eq. 18 and eq. 26 lose
+    N·D·log s (:attr:`log_s`).
+    """
+
+    exponent: int = 0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.exponent == 0
+
+    @property
+    def s(self) -> float:
+        return math.ldexp(1.0, self.exponent)
+
+    @property
+    def log_s(self) -> float:
+        """ln s = exponent · ln 2."""
+        return self.exponent * math.log(2.0)
+
+    def down(self, x: torch.Tensor) -> torch.Tensor:
+        """x' = x / s (``x`` itself when s = 1)."""
+        return x if self.is_identity else x * math.ldexp(1.0, -self.exponent)
+
+    def reg_down(self, reg_covar: float) -> float:
+        """reg_covar' = reg_covar / s², the same regularisation in x' units."""
+        return reg_covar if self.is_identity else reg_covar * math.ldexp(1.0, -2 * self.exponent)
+
+    def params_down(self, params: GMMParams) -> GMMParams:
+        """Θ' = (α, μ / s, Σ / s²)."""
+        return self._params(params, -self.exponent)
+
+    def params_up(self, params: GMMParams) -> GMMParams:
+        """Θ = (α, s μ', s² Σ') from Θ' in x' units."""
+        return self._params(params, self.exponent)
+
+    def _params(self, params: GMMParams, e: int) -> GMMParams:
+        if e == 0:
+            return params
+        return GMMParams(params.alpha, params.mu * math.ldexp(1.0, e), params.cov * math.ldexp(1.0, 2 * e))
+
+
+UNSCALED = DataScale(0)  #: s = 1
+
+
+def data_scale(x: torch.Tensor, reg_covar: float = 0.0, *, scatter: bool = False) -> DataScale:
+    """The coordinates x' = (x − c) / s a closed-form fit computes in, or a ValueError before any
+    work when the answer itself is not representable in ``x.dtype``.
+
+    - The spread r = max_d (max_i x_id − min_i x_id) / 2 is the largest |x_id − c_d| about the
+      mid-range c_d. Covariances of the data (eq. 21 / 28) lie below (2r)² and scale as r².
+    - s = 2^j with r / s in [½, 1); s = 1 when r lies in [2^-61, 2^60) (float32: 2^±30) or r = 0,
+      so ordinary data are computed on as given, bit for bit. The centre is c = 0: scaling by
+      2^j is then exact, and every kernel centres the data itself (at their mean).
+    - Refused: r ≥ 2^510 (float32: 2^62), where (2r)² overflows, and r < 2^-500 (float32:
+      2^-52), where r² falls within 2^20 of the smallest normal number — the covariances of such
+      data are not representable (with reg_covar = 0), so no rescaling can return them; the
+      remedy is to rescale the data (fits are scale-equivariant: ``DataScale``). ``scatter=True``
+      (variational Bayes, whose answer holds W_k⁻¹ = W0⁻¹ + a sum of N squared deviations, PRML
+      10.62, and W_k ~ 1 / (N r²)) also refuses N (2r)² above max / 4. Also refused: a
+      ``reg_covar`` whose value in x' units (reg_covar / s²) overflows.
+    """
+    lo, hi = torch.aminmax(x, dim=0)
+    r = float((hi * 0.5 - lo * 0.5).max())  # halves first: no overflow for data near ±max
+    if r == 0.0:  # constant data: nothing to scale (k-means++ and the M-step name the problem)
+        return UNSCALED
+    fi = torch.finfo(x.dtype)
+    name = "float64" if x.dtype == torch.float64 else "float32"
+    j = math.frexp(r)[1]  # r = m 2^j, m in [½, 1)
+    rows = max(0, math.ceil(math.log2(x.shape[0]))) if scatter else 0
+    top = (math.frexp(fi.max)[1] - 4 - rows) // 2  # 510 (float32: 62): 2^rows (2r)² < 2^(2j+2+rows) ≤ max / 4
+    bottom = -((-math.frexp(fi.tiny)[1] - 21) // 2)  # -500 (float32: -52): r² ≥ 2^(2j-2) ≥ tiny · 2^20
+    remedy = "— fits are scale-equivariant: μ scales with that constant, Σ and reg_covar with its square"
+    if j > top:
+        what = f"covariances would be ~{_pow10(2 * math.log10(r))}"
+        if scatter:
+            what += (
+                f" and the posterior's W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62), sums over N = {x.shape[0]} rows, "
+                f"~{_pow10(2 * math.log10(r) + math.log10(x.shape[0]))}"
+            )
+        raise ValueError(
+            f"the data's scale (~{r:.0e}, the largest half-range of a column) squares past {name}'s range "
+            f"(its {what}, above the largest {name} {fi.max:.3g} or within 4 of it): divide the data by a constant "
+            f"such as 2**{j} {remedy}"
+        )
+    if j < bottom:
+        raise ValueError(
+            f"the data's scale (~{r:.0e}, the largest half-range of a column) squares below {name}'s range "
+            f"(its covariances would be ~{_pow10(2 * math.log10(r))}, within 2^20 of the smallest normal {name}, "
+            f"{fi.tiny:.3g}, or below it, where their digits are lost): multiply the data by a constant such as "
+            f"2**{-j} {remedy}"
+        )
+    scale = UNSCALED if abs(j) <= SAFE_LOG2[x.dtype] else DataScale(j)
+    if not scale.reg_down(reg_covar) <= fi.max:
+        raise ValueError(
+            f"reg_covar = {reg_covar:g} is ~{_pow10(math.log10(reg_covar) - 2 * math.log10(r))} times the data's "
+            f"squared scale (~{_pow10(2 * math.log10(r))}): the covariances would be reg_covar·I whatever the data; "
+            "use a reg_covar relative to the data's scale"
+        )
+    return scale
+
+
+def _pow10(log10: float) -> str:
+    """10^log10 as "1e+400", for magnitudes past float range."""
+    return f"1e{math.floor(log10 + 0.5):+d}"

@@ -21,7 +21,7 @@ import torch
 
 from .errors import DegeneratePosteriorError
 from .gaussian import LOG_2PI, mahalanobis_sq, normalise_log
-from .gmm import elbo_from_log_weights
+from .gmm import check_gamma, elbo_from_log_weights
 from .linalg import checked_cholesky, inverse_from_cholesky, log_det_from_cholesky, precision_cholesky
 from .params import GMMParams
 from .priors import NormalWishartPrior, expected_log_det, log_dirichlet_norm, log_wishart_norm
@@ -343,13 +343,12 @@ def lower_bound(x: ArrayLike, gamma: ArrayLike, posterior: VBPosterior, prior: N
         L = Σ_ik r_ik ln ρ_ik − Σ_ik r_ik ln r_ik                   (10.71 + 10.72 − 10.75)
             + E[ln p(α)] − E[ln q(α)] + E[ln p(μ, Λ)] − E[ln q(μ, Λ)]   (10.73 − 10.76 + 10.74 − 10.77)
 
-    (Σ_k r_ik ln ρ_ik is 10.71 + 10.72 per point, by 10.46 and 10.64.)  0·ln 0 = 0.
+    (Σ_k r_ik ln ρ_ik is 10.71 + 10.72 per point, by 10.46 and 10.64.)  0·ln 0 = 0.  ``gamma`` is
+    checked as in ``core.gmm.elbo`` (``check_gamma``: finite, non-negative, rows on the simplex).
     """
     x = posterior._x(x)
     prior.check_data(x)
-    gamma = torch.as_tensor(gamma, dtype=posterior.dtype)
-    if gamma.shape != (x.shape[0], posterior.k):
-        raise ValueError(f"gamma must have shape (N, K) = ({x.shape[0]}, {posterior.k}), got {tuple(gamma.shape)}")
+    gamma = check_gamma(gamma, x.shape[0], posterior.k, posterior.dtype)  # the rule of eq. 18's γ
     data_terms = elbo_from_log_weights(gamma, posterior.log_rho(x))  # 10.71 + 10.72 − 10.75
     return data_terms + global_terms(posterior, prior)
 

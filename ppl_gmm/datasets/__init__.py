@@ -49,16 +49,16 @@ def make_mixture(n: int, params: GMMParams, seed: int | None = None) -> tuple[to
 
     z_i ~ Categorical(α), x_i | z_i = k ~ N(μ_k, Σ_k).  Returns x (n, D) float
     tensor (dtype of ``params``) and z (n,) LongTensor.  All randomness flows
-    from ``seed`` through a ``torch.Generator``.
+    from ``seed`` (any non-negative integer, or None) through a ``torch.Generator``.
     """
     from ..core.params import GMMParams
-    from ..core.rng import resolve_seed
+    from ..core.rng import generator_seed, resolve_seed
 
     if not isinstance(params, GMMParams):
         raise TypeError("params must be a GMMParams")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    gen = torch.Generator().manual_seed(resolve_seed(seed))
+    gen = torch.Generator().manual_seed(generator_seed(resolve_seed(seed), 64))  # seeds of any size
     z = torch.multinomial(params.alpha.double(), int(n), replacement=True, generator=gen)
     eps = torch.randn(int(n), params.d, generator=gen, dtype=torch.float64)
     chol = params.scale_tril.double()

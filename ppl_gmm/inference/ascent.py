@@ -17,6 +17,11 @@ everything else, once:
 Each iteration is ``m_step`` then ``e_step``. The problem's ``start`` has done the first E-step,
 so the E-step that ends an iteration is the next iteration's; the driver tells it when it is the
 closing one (``final=True``), so that, e.g., the fused CAVI pass writes γ instead of statistics.
+
+Scale. Every closed-form fit computes in x' = x / s, s = 2^j from ``core.validation.data_scale``
+(s = 1 for data at ordinary scales: nothing changes), with reg_covar' = reg_covar / s², Θ₀' =
+(α, μ / s, Σ / s²) and the prior mapped by :func:`scale_prior`; the answer is mapped back exactly
+(μ = s μ', Σ = s² Σ', W = W' / s², γ unchanged) and the traces by :func:`scale_offsets`.
 """
 
 from __future__ import annotations
@@ -30,12 +35,24 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import torch
 
 from ..core.errors import DivergenceError
+from ..core.priors import NormalWishartPrior
 from ..core.rng import spawn_seeds
+from ..core.validation import DataScale
+from ..core.vb_posterior import VBPosterior
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
-__all__ = ["AscentProblem", "AscentRun", "fit_ascent", "best_of_restarts", "progress_bar"]
+__all__ = [
+    "AscentProblem",
+    "AscentRun",
+    "fit_ascent",
+    "best_of_restarts",
+    "progress_bar",
+    "scale_offsets",
+    "scale_prior",
+    "scale_posterior",
+]
 
 S = TypeVar("S")
 F = TypeVar("F")
@@ -83,11 +100,14 @@ class AscentRun(Generic[S]):
     n_iter: int
     converged: bool
 
-    def trace_fields(self, dtype: torch.dtype) -> dict:
-        """``elbo``, ``log_likelihood`` (when traced) and ``times`` as the result types store them."""
-        out = {"elbo": self.elbo.to(dtype), "times": self.times}
+    def trace_fields(self, dtype: torch.dtype, elbo_offset: float = 0.0, ll_offset: float = 0.0) -> dict:
+        """``elbo``, ``log_likelihood`` (when traced) and ``times`` as the result types store them,
+        the offsets (a fit run in scaled coordinates: :func:`scale_offsets`) added in float64."""
+        elbo = self.elbo + elbo_offset if elbo_offset else self.elbo
+        out = {"elbo": elbo.to(dtype), "times": self.times}
         if self.log_likelihood is not None:
-            out["log_likelihood"] = self.log_likelihood.to(dtype)
+            ll = self.log_likelihood + ll_offset if ll_offset else self.log_likelihood
+            out["log_likelihood"] = ll.to(dtype)
         return out
 
 
@@ -174,3 +194,38 @@ def best_of_restarts(run: Callable[[int], F], seed: int, n_init: int) -> F:
     if n_init > 1:
         best = dataclasses.replace(best, seed=seed, info={**best.info, "restart_seed": best.seed})
     return best
+
+
+# --- scaled coordinates (module docstring, "Scale") ---------------------------------------------
+def scale_offsets(scale: DataScale, n: int, d: int, k: int = 0) -> tuple[float, float, float]:
+    """What x → x' = x / s does to the traced objectives: (eq. 26 / eq. 18 / the VB bound, ln p(Θ), their sum).
+
+    log N(x | μ, Σ) = log N(x' | μ', Σ') − D ln s, so eq. 26, eq. 18 and the VB bound (PRML 10.70:
+    the Jacobians of p(θ) and q(θ) cancel) lose N·D·ln s. The MAP prior ln p(Θ) is a density in
+    (α, μ, Λ): μ_k = s μ'_k gives −D ln s and Λ_k = Λ'_k / s² (D(D+1)/2 entries) gives
+    +D(D+1) ln s per component, so ln p(Θ) = ln p'(Θ') + K D² ln s (pass ``k``; 0 otherwise)."""
+    if scale.is_identity:
+        return 0.0, 0.0, 0.0
+    data = -n * d * scale.log_s
+    prior = k * d * d * scale.log_s
+    return data, prior, data + prior
+
+
+def scale_prior(prior: NormalWishartPrior | None, scale: DataScale, up: bool = False) -> NormalWishartPrior | None:
+    """The Dir × Normal-Wishart prior (PRML 10.39–10.40) in x' = x / s units (``up``: back from them):
+    m0' = m0 / s, W0' = s² W0 (E[Λ'] = s² E[Λ]); alpha0, beta0, nu0 unchanged. Anything that is not a
+    prior (None, or a wrong type for ``resolve_prior`` to name) passes through."""
+    if scale.is_identity or not isinstance(prior, NormalWishartPrior):
+        return prior
+    e = scale.exponent if up else -scale.exponent
+    m0, w0 = prior.m0 * math.ldexp(1.0, e), prior.W0 * math.ldexp(1.0, -2 * e)
+    return NormalWishartPrior(alpha0=prior.alpha0, m0=m0, beta0=prior.beta0, nu0=prior.nu0, W0=w0)
+
+
+def scale_posterior(post: VBPosterior, scale: DataScale, up: bool = False) -> VBPosterior:
+    """q(α) q(μ, Λ) (PRML 10.57, 10.59) in x' = x / s units (``up``: back from them): m' = m / s,
+    W' = s² W; alpha, beta, nu unchanged."""
+    if scale.is_identity:
+        return post
+    e = scale.exponent if up else -scale.exponent
+    return VBPosterior(post.alpha, post.m * math.ldexp(1.0, e), post.beta, post.nu, post.W * math.ldexp(1.0, -2 * e))

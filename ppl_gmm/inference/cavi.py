@@ -6,7 +6,9 @@ followed by the M-step (eq. 21 / 28: Θ maximising eq. 18 for fixed γ), exactly
 the E-step closes the KL gap, it can only raise eq. 26 too (eq. 22–25).
 
 The loop is ``ascent.fit_ascent``; the maths of each step is the fused kernel ``_engine`` (one
-pass over the data per iteration, in centred coordinates), whose closing pass writes γ. So
+pass over the data per iteration, in centred coordinates), whose closing pass writes γ. The fit
+runs in x' = x / s (``core.validation.data_scale``; s = 1 at ordinary scales) with reg_covar / s²,
+and returns μ = s μ', Σ = s² Σ' and traces with −N·D·ln s added (``ascent``, "Scale"). So
 ``fit.gamma`` equals ``e_step(x, fit.params)`` and ``fit.elbo[-1]`` equals
 ``log_likelihood(x, fit.params)`` to round-off (1e-12 relative in float64; tested).
 """
@@ -21,10 +23,19 @@ import torch
 from ..core.init import initial_params
 from ..core.params import GMMParams
 from ..core.rng import resolve_seed
-from ..core.validation import ArrayLike, check_covariance_type, check_fit_args, check_int, check_positive
+from ..core.validation import (
+    UNSCALED,
+    ArrayLike,
+    DataScale,
+    check_covariance_type,
+    check_fit_args,
+    check_int,
+    check_positive,
+    data_scale,
+)
 from ..results.gmm_fit import GMMFit
 from ._engine import Engine, Stats, Theta, elbo_from_stats, m_step_from_stats
-from .ascent import best_of_restarts, fit_ascent
+from .ascent import best_of_restarts, fit_ascent, scale_offsets
 
 __all__ = ["fit_cavi", "CAVIProblem"]
 
@@ -44,9 +55,18 @@ class CAVIProblem:
     name = "eq. 18"
 
     def __init__(
-        self, x: torch.Tensor, params0: GMMParams, covariance_type: str, reg_covar: float, block: int | None = None
+        self,
+        x: torch.Tensor,
+        params0: GMMParams,
+        covariance_type: str,
+        reg_covar: float,
+        block: int | None = None,
+        scale: DataScale = UNSCALED,
     ) -> None:
+        """``x``, ``params0`` and ``reg_covar`` in the coordinates x' = x / s of ``scale``;
+        ``params`` and ``last_finite`` map Θ back to x's units."""
         self.n, d = x.shape
+        self.scale = scale
         self.k = params0.k
         self.dtype = x.dtype
         self.covariance_type, self.reg_covar = covariance_type, reg_covar
@@ -82,21 +102,27 @@ class CAVIProblem:
 
     def params(self, state: _State) -> GMMParams:
         th = state.theta
-        return GMMParams(th.alpha.to(self.dtype), (th.mu + self.shift).to(self.dtype), th.cov.to(self.dtype))
+        params = GMMParams(th.alpha.to(self.dtype), (th.mu + self.shift).to(self.dtype), th.cov.to(self.dtype))
+        return self.scale.params_up(params)
 
     def last_finite(self, state: _State) -> dict:
         th = state.theta
-        return {"alpha": th.alpha, "mu": th.mu + self.shift, "cov": th.cov}
+        s = self.scale.s
+        return {"alpha": th.alpha, "mu": (th.mu + self.shift) * s, "cov": th.cov * (s * s)}
 
 
-def _run(x, k, init, seed, covariance_type, max_iter, tol, reg_covar, progress) -> GMMFit:
-    params0 = initial_params(x, k, init, seed, covariance_type, reg_covar)
-    problem = CAVIProblem(x, params0, covariance_type, reg_covar)
+def _run(x, k, init, seed, covariance_type, max_iter, tol, reg_covar, progress, scale) -> GMMFit:
+    """One fit on x' = x / s (``x`` already scaled; ``reg_covar`` and ``init`` in x's units)."""
+    reg = scale.reg_down(reg_covar)
+    init = scale.params_down(init) if isinstance(init, GMMParams) else init
+    params0 = initial_params(x, k, init, seed, covariance_type, reg)
+    problem = CAVIProblem(x, params0, covariance_type, reg, scale=scale)
     run = fit_ascent(problem, max_iter=max_iter, tol=tol, progress=progress, desc="CAVI")
+    offset = scale_offsets(scale, x.shape[0], x.shape[1])[0]  # eq. 18 and eq. 26 lose N·D·ln s in x'
     return GMMFit(
         params=problem.params(run.state),
         gamma=problem.gamma,
-        **run.trace_fields(x.dtype),
+        **run.trace_fields(x.dtype, offset, offset),
         method="cavi",
         n_iter=run.n_iter,
         converged=run.converged,
@@ -158,7 +184,8 @@ def fit_cavi(
     Raises
     ------
     ValueError, TypeError
-        Bad input, before any work.
+        Bad input, before any work; also data whose covariances float64 cannot hold (a largest
+        half-range of a column beyond 2^510 or below 2^-500: ``core.validation.data_scale``).
     EmptyComponentError, DegenerateComponentError
         During the fit, naming the component that emptied or collapsed, with remedies.
     """
@@ -168,7 +195,9 @@ def fit_cavi(
     n_init = check_int(n_init, "n_init", 1)
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
+    scale = data_scale(x, reg_covar)  # refuses data whose covariances float64 cannot hold
     seed = resolve_seed(seed)
+    xs = scale.down(x)  # the fit runs in x' = x / s (s = 1 at ordinary scales)
     return best_of_restarts(
-        lambda s: _run(x, k, init, s, covariance_type, max_iter, tol, reg_covar, progress), seed, n_init
+        lambda s: _run(xs, k, init, s, covariance_type, max_iter, tol, reg_covar, progress, scale), seed, n_init
     )

@@ -29,6 +29,10 @@ no mode; the rule α_k ∝ max(N_k + alpha0 − 1, 0) then switches components o
 the prior's mode, and ln Dir is evaluated on the face of the active components.  The objective is
 non-decreasing for alpha0 ≥ 1; with alpha0 < 1 it can drop at the iteration that switches a
 component off (where eq. 18 at the previous γ is −∞, so that entry is ln p(X | Θ_t) + ln p(Θ_t)).
+
+Scale: the fit runs in x' = x / s (``ascent``, "Scale"; s = 1 at ordinary scales) under the prior
+mapped to x' units (m0 / s, s² W0), from fit_cavi's default Θ₀ of x'. The objective maps back as
+ln p(X | Θ) = ln p(X' | Θ') − N D ln s and ln p(Θ) = ln p'(Θ') + K D² ln s (``ascent.scale_offsets``).
 """
 
 from __future__ import annotations
@@ -44,10 +48,19 @@ from ..core.params import GMMParams
 from ..core.priors import NormalWishartPrior, conjugate_update_from_data, log_prior, posterior_mode, resolve_prior
 from ..core.rng import resolve_seed
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, check_covariance_type, check_fit_args, check_int, check_positive
+from ..core.validation import (
+    UNSCALED,
+    ArrayLike,
+    DataScale,
+    check_covariance_type,
+    check_fit_args,
+    check_int,
+    check_positive,
+    data_scale,
+)
 from ..core.vb_posterior import posterior_cholesky
 from ..results.gmm_fit import GMMFit
-from .ascent import best_of_restarts, fit_ascent
+from .ascent import best_of_restarts, fit_ascent, scale_offsets, scale_prior
 
 __all__ = ["fit_map", "MAPProblem"]
 
@@ -66,8 +79,17 @@ class MAPProblem:
 
     name = "eq. 18 + ln p(Θ)"
 
-    def __init__(self, x: torch.Tensor, params0: GMMParams, prior: NormalWishartPrior, reg_covar: float) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        params0: GMMParams,
+        prior: NormalWishartPrior,
+        reg_covar: float,
+        scale: DataScale = UNSCALED,
+    ) -> None:
+        """Everything in the coordinates x' = x / s of ``scale``; ``last_finite`` maps Θ back."""
         self.x, self.n = x, x.shape[0]
+        self.scale = scale
         self.params0, self.prior, self.reg_covar = params0, prior, reg_covar
         self.m0, _, self.w0_inv = prior.cast(x.dtype)
         self.log_priors: list[float] = []  # ln p(Θ) of every trace entry
@@ -102,23 +124,26 @@ class MAPProblem:
         return state.log_likelihood + state.log_prior, state.log_likelihood  # KL gap 0 after the E-step
 
     def last_finite(self, state: _State) -> GMMParams:
-        return state.params
+        return self.scale.params_up(state.params)
 
 
-def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress) -> GMMFit:
-    problem = MAPProblem(x, initial_params(x, k, init, seed, "full", INIT_REG_COVAR), prior, reg_covar)
+def _run(x, k, prior, init, seed, max_iter, tol, reg_covar, progress, scale, prior_repr) -> GMMFit:
+    """One fit in x' = x / s: ``x``, ``prior`` and ``init`` already in x' units, ``reg_covar`` in x's."""
+    params0 = initial_params(x, k, init, seed, "full", INIT_REG_COVAR)  # fit_cavi's default Θ₀ of x'
+    problem = MAPProblem(x, params0, prior, scale.reg_down(reg_covar), scale)
     run = fit_ascent(problem, max_iter=max_iter, tol=tol, progress=progress, desc="MAP-EM")
+    data, lp, both = scale_offsets(scale, x.shape[0], x.shape[1], k)  # eq. 26: −N·D·ln s; ln p(Θ): +K·D²·ln s
     return GMMFit(
-        params=run.state.params,
+        params=scale.params_up(run.state.params),
         gamma=run.state.gamma,
-        **run.trace_fields(x.dtype),
+        **run.trace_fields(x.dtype, both, data),
         method="map",
         n_iter=run.n_iter,
         converged=run.converged,
         seed=seed,
         covariance_type="full",
         reg_covar=reg_covar,
-        info={"log_prior": problem.log_priors, "prior": repr(prior)},
+        info={"log_prior": [v + lp for v in problem.log_priors] if lp else problem.log_priors, "prior": prior_repr},
     )
 
 
@@ -142,7 +167,8 @@ def fit_map(
     Parameters
     ----------
     x, k, init, max_iter, tol, n_init, seed, progress, dtype
-        As ``fit_cavi``. Θ₀ is fit_cavi's default Θ₀ (``initial_params`` with reg_covar = 1e-6).
+        As ``fit_cavi``. Θ₀ is fit_cavi's default Θ₀ (``initial_params`` with reg_covar = 1e-6) in the
+        fit's coordinates x / s (x itself at ordinary scales; module docstring, "Scale").
     prior : NormalWishartPrior or None
         Needs nu0 > D; None means ``default_prior(x, k)``.
     covariance_type : "full"
@@ -169,12 +195,18 @@ def fit_map(
     n_init = check_int(n_init, "n_init", 1)
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
-    prior = resolve_prior(x, k, prior)
-    if prior.nu0 <= x.shape[1]:
+    scale = data_scale(x, reg_covar)  # refuses data whose covariances float64 cannot hold
+    xs = scale.down(x)  # the fit runs in x' = x / s (s = 1 at ordinary scales; ``ascent``, "Scale")
+    prior_s = resolve_prior(xs, k, scale_prior(prior, scale))  # None: default_prior of x' (equivariant)
+    if prior_s.nu0 <= x.shape[1]:
         raise ValueError(
             f"fit_map needs nu0 > D = {x.shape[1]} so that the Wishart posterior mode (nu_k − D) W_k "
-            f"exists even for an empty component; got nu0 = {prior.nu0}"
+            f"exists even for an empty component; got nu0 = {prior_s.nu0}"
         )
+    prior_repr = repr(prior if prior is not None else scale_prior(prior_s, scale, up=True))
+    init = scale.params_down(init) if isinstance(init, GMMParams) else init
     seed = resolve_seed(seed)
     with limited_threads(x.shape[0] * k * x.shape[1]):
-        return best_of_restarts(lambda s: _run(x, k, prior, init, s, max_iter, tol, reg_covar, progress), seed, n_init)
+        return best_of_restarts(
+            lambda s: _run(xs, k, prior_s, init, s, max_iter, tol, reg_covar, progress, scale, prior_repr), seed, n_init
+        )

@@ -10,8 +10,13 @@ potential energy is −ln p(X, α, μ, Λ) with z summed out exactly) runs on th
 coordinates: stick-breaking for α, identity for μ, ``bayes_model.TrilVecToPD`` for Λ.
 
 Chains run one after another in this process (reproducible; no multiprocessing): chain c uses
-the c-th child seed of ``seed`` (``core.rng.spawn_seeds``) for ``pyro.set_rng_seed`` and starts at
-the MAP estimate ``fit_map(x, k, prior, seed=that child seed)`` (different k-means++ starts).
+the c-th child seed of ``seed`` (``core.rng.spawn_seeds``) to seed the global generators
+(``core.rng.seed_global_rng``, what ``pyro.set_rng_seed`` does) and starts at the MAP estimate
+``fit_map(x, k, prior, seed=that child seed)`` (different k-means++ starts).
+
+Threads: Pyro's effect-handler stack and torch's global generator are process-global, so the whole
+fit runs under ``core.rng.GLOBAL_STATE_LOCK``, the lock of ``svi_driver.pyro_session``: NUTS fits
+called from several threads run one at a time and give the bits of sequential calls.
 
 Label switching — the stated rule (also in ``idata.attrs["label_rule"]``): post-hoc relabelling.
 (1) The reference is chain 0's starting point (the MAP) with its components ordered by the first
@@ -33,7 +38,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
@@ -41,7 +45,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from ..core.errors import DegeneratePosteriorError
 from ..core.linalg import checked_cholesky, inverse_from_cholesky
 from ..core.priors import NormalWishartPrior, resolve_prior
-from ..core.rng import preserved_global_rng, resolve_seed, spawn_seeds
+from ..core.rng import GLOBAL_STATE_LOCK, preserved_global_rng, resolve_seed, seed_global_rng, spawn_seeds
 from ..core.threads import limited_threads
 from ..core.validation import ArrayLike, as_data, check_int, check_k, check_positive
 from ..ppl.bayes import bayes_gmm_model
@@ -155,7 +159,7 @@ def _start(x, k, prior, seed):
 def _run_chain(
     x, k, prior, values, seed, num_samples, warmup_steps, target_accept_prob, max_tree_depth, jit, progress, chain
 ):
-    pyro.set_rng_seed(seed)
+    seed_global_rng(seed)  # pyro.set_rng_seed, for seeds of any size
     kernel = _RecordingNUTS(
         bayes_gmm_model,
         max_plate_nesting=1,
@@ -215,7 +219,9 @@ def fit_nuts(
         x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth
     )
     seed = resolve_seed(seed)
-    with limited_threads(), preserved_global_rng():  # tiny tensors: threads only add spin-wait overhead
+    # the global-state lock first (Pyro's state, the generators and the thread count are process-global);
+    # tiny tensors: threads only add spin-wait overhead
+    with GLOBAL_STATE_LOCK, preserved_global_rng(), limited_threads():
         idata = _fit(
             x, k, prior, num_samples, warmup_steps, num_chains, seed, progress, target_accept_prob, max_tree_depth, jit
         )

@@ -41,7 +41,7 @@ from ..core.gmm import e_step, elbo, elbo_from_log_weights, log_likelihood
 from ..core.init import initial_params
 from ..core.linalg import precision_cholesky
 from ..core.params import GMMParams
-from ..core.rng import resolve_seed
+from ..core.rng import generator_seed, resolve_seed
 from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive
 from ..ppl.model import guide_body, model_body
 from ..results.gmm_fit import GMMFit
@@ -160,7 +160,9 @@ def _run(x, k, params0, gamma0, seed, opt: _Options, progress, start):
     elbo_cls = JitTraceEnum_ELBO if opt.jit else TraceEnum_ELBO
     svi = SVI(_svi_model, _svi_guide, optim, elbo_cls(max_plate_nesting=1, ignore_jit_warnings=True))
     kwargs = {"k": k, "subsample": subsample, "natural": natural}
-    batches = _batches(n, opt.subsample_size, torch.Generator().manual_seed(seed)) if subsample else None
+    batches = (
+        _batches(n, opt.subsample_size, torch.Generator().manual_seed(generator_seed(seed, 64))) if subsample else None
+    )
 
     def step(t: int) -> StepOut:
         idx = next(batches) if batches is not None else None
@@ -335,15 +337,15 @@ def fit_svi(
     start = time.perf_counter()
     params0 = initial_params(x, k, init, seed, "full", reg_covar)
     gamma0 = e_step(x, params0)  # eq. 20 at Θ₀
-    default_dtype = torch.get_default_dtype()
-    if jit:  # torch.jit.trace stores Python scalars as default-dtype constants: keep them exact
-        torch.set_default_dtype(x.dtype)
-    try:
-        with pyro_session(seed), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
+    with pyro_session(seed), warnings.catch_warnings():  # holds the global-state lock: dtype changes inside
+        warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
+        default_dtype = torch.get_default_dtype()
+        if jit:  # torch.jit.trace stores Python scalars as default-dtype constants: keep them exact
+            torch.set_default_dtype(x.dtype)
+        try:
             state = _run(x, k, params0, gamma0, seed, opt, progress, start)
-    finally:
-        torch.set_default_dtype(default_dtype)
+        finally:
+            torch.set_default_dtype(default_dtype)
     params, gamma, elbos, lls, times, steps, n_iter, converged = state
     info = asdict(opt)
     if opt.subsample_size is not None:

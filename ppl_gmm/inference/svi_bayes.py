@@ -135,7 +135,7 @@ def fit_svi_bayes(
     num_particles = check_int(num_particles, "num_particles", 1)
     lr = check_positive(lr, "lr")
     seed = resolve_seed(seed)
-    with limited_threads(), pyro_session(seed):
+    with pyro_session(seed), limited_threads():  # the thread count too is changed under the global-state lock
         set_guide_params(_initial_values(x, k, prior, init, seed))
         optim = ClippedAdam({"lr": lr, "lrd": LRD ** (1.0 / num_steps), "clip_norm": 10.0})
         elbo_fn = TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles, vectorize_particles=False)

@@ -10,6 +10,14 @@ the progress bar.
 :func:`pyro_session` isolates a fit from the caller's Pyro state: a private parameter store, the
 caller's torch / numpy / ``random`` generator states restored afterwards, every draw seeded from
 ``seed``, and Pyro's validation off (non-finite values are reported as divergence instead).
+
+Threads: Pyro keeps its parameter store, effect-handler stack (``pyro.poutine.runtime._PYRO_STACK``),
+enumeration-dimension allocators and validation flags in module globals, and its draws come from
+torch's global generator; none of these can be made per-thread without patching Pyro. So
+:func:`pyro_session` holds ``core.rng.GLOBAL_STATE_LOCK`` (reentrant) for the whole fit: Pyro fits
+called from several threads run one at a time and give the bits they give when called in sequence.
+While one runs, code in other threads must not draw from torch's global generator (the fit
+restores that generator when it ends).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import pyro
 import torch
 
 from ..core.errors import DivergenceError
-from ..core.rng import preserved_global_rng
+from ..core.rng import GLOBAL_STATE_LOCK, preserved_global_rng, seed_global_rng
 
 __all__ = ["StepOut", "SVIRun", "run_svi", "pyro_session"]
 
@@ -80,7 +88,9 @@ def run_svi(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_steps, desc=desc, unit="step", leave=False)
+        # with tol > 0 the run can stop early: num_steps is only a bound, so no ETA toward it
+        fmt = "{desc}: {n_fmt} steps (at most {total_fmt}) [{elapsed}, {rate_fmt}{postfix}]" if tol > 0 else None
+        bar = tqdm(total=num_steps, desc=desc, unit="step", leave=False, bar_format=fmt)
     try:
         for t in range(num_steps):
             run.n_iter = t + 1
@@ -104,7 +114,10 @@ def run_svi(
             if bar is not None:
                 bar.update(1)
                 if out.record is not None:
-                    bar.set_postfix(elbo=f"{float(out.record[0]):.8g}", refresh=False)
+                    shown = {"elbo": f"{float(out.record[0]):.8g}"}
+                    if len(run.records) > 1:  # the change the stopping rule measures
+                        shown["|Δ|/N"] = f"{abs(float(out.record[0]) - float(run.records[-2][0])) / n:.2e}"
+                    bar.set_postfix(shown, refresh=False)
             if tol > 0 and out.record is not None and len(run.records) > window:
                 recent = [float(r[0]) for r in run.records[-window - 1 :]]
                 if max(abs(b - a) for a, b in zip(recent, recent[1:])) / n < tol:
@@ -119,13 +132,19 @@ def run_svi(
 @contextlib.contextmanager
 def pyro_session(seed: int) -> Iterator[None]:
     """A private Pyro parameter store, seeded global generators (restored on exit) and Pyro's
-    validation off, for the duration of one fit."""
+    validation off, for the duration of one fit.
+
+    The whole block runs under ``core.rng.GLOBAL_STATE_LOCK`` (module docstring): Pyro's state is
+    process-global, so concurrent Pyro fits are serialised. Everything else a fit changes globally
+    (torch's default dtype or thread count, warning filters) belongs inside the block too.
+    ``seed`` may be any non-negative integer (``core.rng.seed_global_rng``)."""
     with (
+        GLOBAL_STATE_LOCK,
         preserved_global_rng(),
         pyro.get_param_store().scope(),
         pyro.validation_enabled(False),
         warnings.catch_warnings(),
     ):
         warnings.filterwarnings("ignore", message="Encountered NaN")  # reported as DivergenceError
-        pyro.set_rng_seed(seed)
+        seed_global_rng(seed)  # pyro.set_rng_seed's three calls, for seeds of any size
         yield

@@ -33,6 +33,9 @@ Speed: in coordinates centred at the data mean, ln ρ_ik is linear in the featur
 with two GEMMs (ln ρ = A φ for the E-step, T = r φᵀ for the M-step's N_k, Σ r x, Σ r x xᵀ);
 when a component lies so far from the data mean that this expansion could cost digits
 (see ``_vb_kernel``) the iteration falls back to difference-first, two-pass kernels.
+Scale: the fit runs in x' = x / s (``ascent``, "Scale"; s = 1 at ordinary scales) under the prior
+mapped to x' units (m0 / s, s² W0), from fit_cavi's default Θ₀ of x'; the posterior maps back as
+m = s m', W = W' / s² and the bound as L = L' − N D ln s.
 Small fits run on one torch thread (``core.threads.limited_threads``).  The posterior type, its
 expectations and the bound live in ``core.vb_posterior``; the result type in ``results.vb_fit``.
 """
@@ -50,11 +53,11 @@ from ..core.params import GMMParams
 from ..core.priors import ConjugateStats, NormalWishartPrior, conjugate_update_from_data, resolve_prior
 from ..core.rng import resolve_seed
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive
+from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive, data_scale
 from ..core.vb_posterior import VBPosterior, bound_after_m_step, global_terms, posterior_cholesky
 from ..results.vb_fit import VBFit
 from . import _vb_kernel as kernel
-from .ascent import fit_ascent
+from .ascent import fit_ascent, scale_offsets, scale_posterior, scale_prior
 
 __all__ = ["fit_vb", "VBProblem"]
 
@@ -161,30 +164,43 @@ def fit_vb(
     prior : NormalWishartPrior or None
         None means ``default_prior(x, k)``.
     init : {"kmeans++", "random"}, GMMParams or VBPosterior
-        Θ₀ (r₀ = e_step(x, Θ₀)), or a posterior (r₀ = its E-step).
+        Θ₀ (r₀ = e_step(x, Θ₀)), or a posterior (r₀ = its E-step). The default Θ₀ is fit_cavi's
+        default Θ₀ of the data in the fit's coordinates x / s (x itself at ordinary scales).
 
     Returns
     -------
     VBFit
         ``.elbo`` the full bound (PRML 10.70–10.77), non-decreasing; the last entry after the
         closing E-step, so ``gamma`` and ``elbo[-1]`` belong to the returned posterior.
+
+    Raises
+    ------
+    ValueError
+        Bad input, before any work; also data whose covariances, or whose posterior scale
+        matrices W_k⁻¹ ~ N r² (PRML 10.62), float64 cannot hold (``core.validation.data_scale``).
     """
     x, k, init = check_fit_args(x, k, init, dtype, extra_inits=(VBPosterior,))
     max_iter = check_int(max_iter, "max_iter", 0)
     tol = check_positive(tol, "tol", allow_zero=True)
-    prior = resolve_prior(x, k, prior)
+    scale = data_scale(x, scatter=True)  # refuses data whose covariances or W_k⁻¹ float64 cannot hold
+    xs = scale.down(x)  # the fit runs in x' = x / s (s = 1 at ordinary scales; ``ascent``, "Scale")
+    prior_s = resolve_prior(xs, k, scale_prior(prior, scale))  # None: default_prior of x' (equivariant)
+    if prior is None:
+        prior = scale_prior(prior_s, scale, up=True)
     seed = resolve_seed(seed)
     with limited_threads(x.shape[0] * k * x.shape[1]):
         if isinstance(init, VBPosterior):
-            resp0 = init.responsibilities(x)
+            resp0 = scale_posterior(init, scale).responsibilities(xs)
         else:
-            resp0 = initial_responsibilities(x, k, init, seed)
-        problem = VBProblem(x, k, prior, resp0.T.contiguous())
+            init = scale.params_down(init) if isinstance(init, GMMParams) else init
+            resp0 = initial_responsibilities(xs, k, init, seed)  # fit_cavi's default Θ₀ of x'
+        problem = VBProblem(xs, k, prior_s, resp0.T.contiguous())
         run = fit_ascent(problem, max_iter=max_iter, tol=tol, progress=progress, desc="VB")
+        offset = scale_offsets(scale, x.shape[0], x.shape[1])[0]  # the bound loses N·D·ln s in x'
         return VBFit(
-            posterior=problem.posterior(run.state),
+            posterior=scale_posterior(problem.posterior(run.state), scale, up=True),
             gamma=torch.cat(run.state.blocks, 1).T.contiguous(),
-            **run.trace_fields(x.dtype),
+            **run.trace_fields(x.dtype, offset),
             method="vb",
             n_iter=run.n_iter,
             converged=run.converged,

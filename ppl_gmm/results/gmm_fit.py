@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..core.errors import FitFileError
 from ..core.gaussian import logsumexp_rows, normalise_log
 from ..core.gmm import weighted_log_prob
 from ..core.params import GMMParams
 from ..core.validation import ArrayLike, as_data
+from .fit_file import FORMAT, check_fit, read_fit_file
 
 if TYPE_CHECKING:
     import os
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     from .arviz_io import InferenceData
 
 __all__ = ["GMMFit", "load_fit", "n_parameters"]
-
-_FORMAT = "ppl_gmm.GMMFit/1"
 
 
 def n_parameters(k: int, d: int, covariance_type: str = "full") -> int:
@@ -138,9 +138,13 @@ class GMMFit:
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write an ``.npz`` (numpy arrays + JSON metadata; no pickled code). ``load_fit`` reads it."""
+        """Write an ``.npz`` (numpy arrays + JSON metadata; no pickled code). ``load_fit`` reads it.
+
+        The fit is first checked against the file schema (``results.fit_file``): a fit that
+        ``load_fit`` would refuse (e.g. an unknown ``method``, NaN entries, ``info`` that is not
+        JSON) raises ``FitFileError`` and nothing is written."""
         meta = {
-            "format": _FORMAT,
+            "format": FORMAT,
             "method": self.method,
             "n_iter": int(self.n_iter),
             "converged": bool(self.converged),
@@ -159,28 +163,45 @@ class GMMFit:
         }
         if self.times is not None:
             arrays["times"] = self.times.numpy()
+        try:
+            text = json.dumps(meta, sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise FitFileError(path, f"info is not JSON-serialisable ({err})", writing=True) from err
+        check_fit(arrays, json.loads(text), path, writing=True)  # write only what load_fit reads
         with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+            np.savez(fh, meta=np.array(text), **arrays)
 
 
 def load_fit(path: str | os.PathLike[str]) -> GMMFit:
-    """Read what ``GMMFit.save`` wrote; arrays round-trip bit for bit."""
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a ppl_gmm fit (format {meta.get('format')!r})")
-        a = {name: torch.from_numpy(f[name].copy()) for name in f.files if name != "meta"}
-    return GMMFit(
-        params=GMMParams(a["alpha"], a["mu"], a["cov"]),
-        gamma=a["gamma"],
-        elbo=a["elbo"],
-        log_likelihood=a["log_likelihood"],
-        method=meta["method"],
-        n_iter=meta["n_iter"],
-        converged=meta["converged"],
-        seed=meta["seed"],
-        covariance_type=meta["covariance_type"],
-        reg_covar=meta["reg_covar"],
-        times=a.get("times"),
-        info=meta.get("info", {}),
-    )
+    """Read what ``GMMFit.save`` wrote; arrays round-trip bit for bit.
+
+    The whole file is checked against the schema of ``results.fit_file`` (members, dtypes, shapes,
+    finite values, simplex rows, positive-definite covariances, meta keys and values) before
+    anything is built; nothing is unpickled.
+
+    Raises
+    ------
+    FitFileError
+        (a ``ValueError``) naming the file and the problem: missing or unreadable, not a fit archive
+        (a ``.npy``, text, or a netCDF VB/NUTS result), truncated, written by a newer ppl_gmm, or
+        off the schema.
+    """
+    arrays, meta = read_fit_file(path)
+    a = {name: torch.from_numpy(arr) for name, arr in arrays.items()}
+    try:
+        return GMMFit(
+            params=GMMParams(a["alpha"], a["mu"], a["cov"]),
+            gamma=a["gamma"],
+            elbo=a["elbo"],
+            log_likelihood=a["log_likelihood"],
+            method=meta["method"],
+            n_iter=meta["n_iter"],
+            converged=meta["converged"],
+            seed=meta["seed"],
+            covariance_type=meta["covariance_type"],
+            reg_covar=float(meta["reg_covar"]),
+            times=a.get("times"),
+            info=meta["info"],
+        )
+    except (TypeError, ValueError) as err:  # the schema should have caught it: still one error class
+        raise FitFileError(path, str(err)) from err

@@ -161,7 +161,7 @@ def test_unreadable_files(tmp_path, capsys):
         (["-k", "2", "--columns", "speed"], "no column 'speed'"),
         ([], "required: -k"),
         (["-k", "2", "--bogus"], "unrecognized arguments: --bogus"),
-        (["-k", "2", "--max-iter", "-1"], "max_iter must be >= 0"),
+        (["-k", "2", "--max-iter", "-1"], "argument --max-iter: must be a non-negative integer, got -1"),
     ],
 )
 def test_bad_flags(argv, expect, faithful_csv, capsys):
