@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo figures notebooks lint test test-fast bench clean
+.PHONY: setup demo figures notebooks lint test test-fast bench sweep clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-fast: setup
 # Re-execute both notebooks at full size and store their outputs (a few minutes).
 notebooks: setup
 	$(BIN)/python notebooks/build.py
+
+# The adversarial sweep of every public function and command-line option (about 10 minutes).
+sweep: setup
+	$(BIN)/python tools/sweep.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_cavi.py

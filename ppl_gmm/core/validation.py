@@ -24,6 +24,7 @@ __all__ = [
     "check_k",
     "check_int",
     "check_positive",
+    "check_bool",
     "resolve_dtype",
     "check_covariance_type",
     "check_init",
@@ -145,7 +146,16 @@ def check_covariance_type(covariance_type: str) -> str:
     return covariance_type
 
 
+def check_bool(value: bool, name: str) -> bool:
+    """A flag: ``True``/``False`` (or a numpy bool), nothing else ("yes" is truthy but is a mistake)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_positive(value: float, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -27,6 +27,7 @@ from ..core.validation import (
     UNSCALED,
     ArrayLike,
     DataScale,
+    check_bool,
     check_covariance_type,
     check_fit_args,
     check_int,
@@ -190,6 +191,7 @@ def fit_cavi(
         During the fit, naming the component that emptied or collapsed, with remedies.
     """
     x, k, init = check_fit_args(x, k, init, dtype)
+    progress = check_bool(progress, "progress")
     check_covariance_type(covariance_type)
     max_iter = check_int(max_iter, "max_iter", 0)
     n_init = check_int(n_init, "n_init", 1)

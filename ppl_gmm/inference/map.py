@@ -52,6 +52,7 @@ from ..core.validation import (
     UNSCALED,
     ArrayLike,
     DataScale,
+    check_bool,
     check_covariance_type,
     check_fit_args,
     check_int,
@@ -185,6 +186,7 @@ def fit_map(
         KL(q ‖ p(Z | X, Θ)) = log_likelihood − (elbo − log_prior).
     """
     x, k, init = check_fit_args(x, k, init, dtype)
+    progress = check_bool(progress, "progress")
     check_covariance_type(covariance_type)
     if covariance_type != "full":
         raise ValueError(

@@ -26,7 +26,7 @@ from typing import Any
 from ..core.priors import NormalWishartPrior, default_prior
 from ..core.rng import resolve_seed, spawn_seeds
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, as_data, check_int
+from ..core.validation import ArrayLike, as_data, check_bool, check_int
 from ..results.selection import SelectionTable
 from .ascent import best_of_restarts
 from .cavi import fit_cavi
@@ -131,6 +131,7 @@ def select_k(
         for k in ks:  # priors are checked before any fitting starts
             _prior_for(x, k, prior)
     seed = resolve_seed(seed)
+    progress = check_bool(progress, "progress")
     seeds = spawn_seeds(seed, len(ks))
     rows = []
     with limited_threads(x.shape[0] * max(ks) * x.shape[1]):

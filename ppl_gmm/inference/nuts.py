@@ -47,7 +47,7 @@ from ..core.linalg import checked_cholesky, inverse_from_cholesky
 from ..core.priors import NormalWishartPrior, resolve_prior
 from ..core.rng import GLOBAL_STATE_LOCK, preserved_global_rng, resolve_seed, seed_global_rng, spawn_seeds
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, as_data, check_int, check_k, check_positive
+from ..core.validation import ArrayLike, as_data, check_bool, check_int, check_k, check_positive, data_scale
 from ..ppl.bayes import bayes_gmm_model
 from ..results import arviz_io
 from ..results.matching import relabel, switch_fraction
@@ -130,6 +130,7 @@ class _RecordingNUTS(NUTS):
 def _check_args(x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth):
     x = as_data(x)
     k = check_k(k, x.shape[0])
+    data_scale(x, scatter=True)  # refuses data whose W_k⁻¹ float64 cannot hold (NUTS works in the data's units)
     prior = resolve_prior(x, k, prior)
     num_samples = check_int(num_samples, "num_samples", 1)
     warmup_steps = check_int(warmup_steps, "warmup_steps", 0)
@@ -219,6 +220,7 @@ def fit_nuts(
         x, k, prior, num_samples, warmup_steps, num_chains, target_accept_prob, max_tree_depth
     )
     seed = resolve_seed(seed)
+    progress, jit = check_bool(progress, "progress"), check_bool(jit, "jit")
     # the global-state lock first (Pyro's state, the generators and the thread count are process-global);
     # tiny tensors: threads only add spin-wait overhead
     with GLOBAL_STATE_LOCK, preserved_global_rng(), limited_threads():

@@ -42,7 +42,7 @@ from ..core.init import initial_params
 from ..core.linalg import precision_cholesky
 from ..core.params import GMMParams
 from ..core.rng import generator_seed, resolve_seed
-from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive
+from ..core.validation import ArrayLike, check_bool, check_fit_args, check_int, check_positive, data_scale
 from ..ppl.model import guide_body, model_body
 from ..results.gmm_fit import GMMFit
 from .svi_driver import StepOut, pyro_session, run_svi
@@ -319,6 +319,8 @@ def fit_svi(
     flows from ``seed``.
     """
     x, k, init = check_fit_args(x, k, init, dtype)
+    progress, jit = check_bool(progress, "progress"), check_bool(jit, "jit")
+    data_scale(x)  # refuses data whose covariances float64 cannot hold (SVI works in the data's units)
     opt = _check_svi_args(
         x.shape[0],
         num_steps,

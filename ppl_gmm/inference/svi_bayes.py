@@ -47,7 +47,7 @@ from ..core.params import GMMParams
 from ..core.priors import NormalWishartPrior, resolve_prior
 from ..core.rng import resolve_seed
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive
+from ..core.validation import ArrayLike, check_bool, check_fit_args, check_int, check_positive, data_scale
 from ..core.vb_posterior import VBPosterior, lower_bound
 from ..ppl.bayes import (
     GUIDE_PARAMS,
@@ -59,6 +59,7 @@ from ..ppl.bayes import (
     guide_values,
 )
 from ..results.vb_fit import VBFit
+from .ascent import scale_offsets, scale_posterior, scale_prior
 from .svi_driver import StepOut, pyro_session, run_svi
 
 __all__ = ["fit_svi_bayes", "guide_posterior", "set_guide_params"]
@@ -130,22 +131,34 @@ def fit_svi_bayes(
         ``seed``; a non-finite loss raises ``DivergenceError`` with the last finite posterior attached.
     """
     x, k, init = check_fit_args(x, k, init, dtype, extra_inits=(VBPosterior,))
-    prior = resolve_prior(x, k, prior)
     num_steps = check_int(num_steps, "num_steps", 1)
     num_particles = check_int(num_particles, "num_particles", 1)
     lr = check_positive(lr, "lr")
+    stl = check_bool(stl, "stl")
+    progress = check_bool(progress, "progress")
     seed = resolve_seed(seed)
+    scale = data_scale(x, scatter=True)  # as fit_vb: refuses data whose W_k⁻¹ float64 cannot hold
+    xs = scale.down(x)  # the fit runs in x' = x / s (s = 1 at ordinary scales; ``ascent``, "Scale")
+    prior_s = resolve_prior(xs, k, scale_prior(prior, scale))  # None: default_prior of x' (equivariant)
+    prior = prior if prior is not None else scale_prior(prior_s, scale, up=True)
+    if isinstance(init, VBPosterior):
+        init = scale_posterior(init, scale)
+    elif isinstance(init, GMMParams):
+        init = scale.params_down(init)
+    offset = scale_offsets(scale, x.shape[0], x.shape[1])[0]  # the bound loses N·D·ln s in x' (KLs invariant)
     with pyro_session(seed), limited_threads():  # the thread count too is changed under the global-state lock
-        set_guide_params(_initial_values(x, k, prior, init, seed))
+        set_guide_params(_initial_values(xs, k, prior_s, init, seed))
         optim = ClippedAdam({"lr": lr, "lrd": LRD ** (1.0 / num_steps), "clip_norm": 10.0})
         elbo_fn = TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles, vectorize_particles=False)
         svi = SVI(bayes_gmm_model, functools.partial(bayes_meanfield_guide, stl=stl), optim, loss=elbo_fn)
 
         def step(t: int) -> StepOut:
-            loss = svi.step(x, k, prior)
+            loss = svi.step(xs, k, prior_s)
             post, gamma = guide_posterior()
-            bound = lower_bound(x, gamma, post, prior)  # PRML 10.70-10.77, exact
-            return StepOut(check=(loss, bound), record=(float(bound), -float(loss)), state=(post, gamma))
+            bound = lower_bound(xs, gamma, post, prior_s)  # PRML 10.70-10.77, exact
+            return StepOut(
+                check=(loss, bound), record=(float(bound) + offset, offset - float(loss)), state=(post, gamma)
+            )
 
         run = run_svi(
             step,
@@ -156,9 +169,10 @@ def fit_svi_bayes(
             desc="SVI (Bayes)",
             catch=(ValueError, RuntimeError),
             advice=_ADVICE,
-            describe_state=lambda state: state[0],
+            describe_state=lambda state: scale_posterior(state[0], scale, up=True),
         )
     posterior, gamma = run.last_finite
+    posterior = scale_posterior(posterior, scale, up=True)
     return VBFit(
         posterior=posterior,
         gamma=gamma,

@@ -53,7 +53,7 @@ from ..core.params import GMMParams
 from ..core.priors import ConjugateStats, NormalWishartPrior, conjugate_update_from_data, resolve_prior
 from ..core.rng import resolve_seed
 from ..core.threads import limited_threads
-from ..core.validation import ArrayLike, check_fit_args, check_int, check_positive, data_scale
+from ..core.validation import ArrayLike, check_bool, check_fit_args, check_int, check_positive, data_scale
 from ..core.vb_posterior import VBPosterior, bound_after_m_step, global_terms, posterior_cholesky
 from ..results.vb_fit import VBFit
 from . import _vb_kernel as kernel
@@ -180,6 +180,7 @@ def fit_vb(
         matrices W_k⁻¹ ~ N r² (PRML 10.62), float64 cannot hold (``core.validation.data_scale``).
     """
     x, k, init = check_fit_args(x, k, init, dtype, extra_inits=(VBPosterior,))
+    progress = check_bool(progress, "progress")
     max_iter = check_int(max_iter, "max_iter", 0)
     tol = check_positive(tol, "tol", allow_zero=True)
     scale = data_scale(x, scatter=True)  # refuses data whose covariances or W_k⁻¹ float64 cannot hold

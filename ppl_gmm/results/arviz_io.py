@@ -171,12 +171,19 @@ def draws_to_inference_data(
             sample_stats=sample_stats,
             coords=_coords(k, d, n),
             dims=dims,
-            attrs=attrs or {},
+            attrs=_storable(attrs or {}),
             **groups,
         )
     if x is not None:  # from_dict gives log_likelihood / posterior_predictive the dims of "x" minus chain/draw
         _fix_dims(idata)
     return idata
+
+
+def _storable(attrs: dict) -> dict:
+    """Attributes netCDF can hold: an integer past int64 (a seed may be any size) becomes its decimal
+    string, so ``to_netcdf`` never fails after a long fit."""
+    big = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not -(2**63) <= v < 2**63
+    return {key: str(int(v)) if big(v) else v for key, v in attrs.items()}
 
 
 def _fix_dims(idata) -> None:

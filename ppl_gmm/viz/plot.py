@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..core.rng import resolve_seed
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -493,7 +495,7 @@ def roundoff(
     """
     ax = _axes(ax)
     eps = torch.finfo(dtype).eps
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(resolve_seed(seed) if seed is not None else None)  # jitter only
     floor = eps * 1e-3
     any_zero = False
     for i, (lab, d) in enumerate(differences.items()):

@@ -179,3 +179,40 @@ def test_check_init_and_check_fit_args():
         check_init(two, 3, 2)
     with pytest.raises(TypeError, match="must be an integer"):
         check_fit_args(GOOD, 2.5, "random")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, "False"])
+def test_check_bool_refuses_anything_but_a_bool(value):
+    from ppl_gmm.core.validation import check_bool
+
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        check_bool(value, "progress")
+    assert check_bool(np.bool_(True), "progress") is True
+
+
+@pytest.mark.parametrize("value", ["1e-3", b"1", True])
+def test_check_positive_refuses_strings_and_bools(value):
+    from ppl_gmm.core.validation import check_positive
+
+    with pytest.raises(TypeError, match="tol must be a number"):
+        check_positive(value, "tol")
+
+
+def test_every_fit_refuses_a_truthy_string_flag():
+    """progress="yes" (and jit="no", which is truthy) used to be accepted silently."""
+    import ppl_gmm as pg
+
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    calls = {
+        "fit_cavi": lambda: pg.fit_cavi(x, 2, progress="yes"),
+        "fit_map": lambda: pg.fit_map(x, 2, None, progress="yes"),
+        "fit_vb": lambda: pg.fit_vb(x, 2, None, progress="yes"),
+        "fit_svi": lambda: pg.fit_svi(x, 2, jit="no"),
+        "fit_svi_bayes": lambda: pg.fit_svi_bayes(x, 2, progress="yes"),
+        "fit_nuts": lambda: pg.fit_nuts(x, 2, jit="no"),
+        "select_k": lambda: pg.select_k(x, [1, 2], progress="yes"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=r"(progress|jit) must be True or False"):
+            call()
+            pytest.fail(f"{name} accepted a string flag")

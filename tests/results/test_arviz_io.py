@@ -146,3 +146,14 @@ def test_fit_to_inference_data_and_netcdf_round_trip(tmp_path, vbfit):
         for var in getattr(idata, group).data_vars:
             np.testing.assert_array_equal(getattr(back, group)[var].values, getattr(idata, group)[var].values)
     assert back.attrs["method"] == "vb" and int(back.attrs["seed"]) == 3
+
+
+def test_a_seed_past_int64_survives_netcdf(tmp_path, vbfit):
+    """Any non-negative seed is valid; netCDF holds at most int64, so a bigger seed is stored as its
+    decimal string (before, to_netcdf failed after the whole fit: 'no native HDF5 equivalent')."""
+    x, fit = vbfit
+    seed = 2**70 + 1
+    idata = arviz_io.vb_to_inference_data(fit, 20, seed=seed, x=x)
+    path = tmp_path / "vb.nc"
+    arviz_io.save_inference_data(idata, path)
+    assert int(arviz_io.load_inference_data(path).attrs["seed"]) == seed
