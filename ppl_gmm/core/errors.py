@@ -1,10 +1,16 @@
-"""Exceptions with messages that say what went wrong and what to do."""
+"""Exceptions (and warnings) with messages that say what went wrong and what to do."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DegenerateComponentError", "DegeneratePosteriorError", "EmptyComponentError", "DivergenceError"]
+__all__ = [
+    "DegenerateComponentError",
+    "DegeneratePosteriorError",
+    "EmptyComponentError",
+    "DivergenceError",
+    "MultimodalityWarning",
+]
 
 
 class DegenerateComponentError(FloatingPointError, ValueError):
@@ -57,3 +63,9 @@ class DivergenceError(FloatingPointError, RuntimeError):
             "`.last_finite`. Lower the learning rate (lr), standardise the data, or start from "
             "fit_cavi's parameters (init=fit.params)."
         )
+
+
+class MultimodalityWarning(UserWarning):
+    """Several MCMC chains settled in different posterior modes (after relabelling, their means or
+    mean log-likelihoods differ by several pooled posterior standard deviations): R-hat across the
+    chains then measures which mode each chain happened to find, not convergence within one."""

@@ -18,7 +18,7 @@ from .gmm import e_step, m_step
 from .params import GMMParams
 from .validation import INITS
 
-__all__ = ["kmeans_plusplus", "initial_params", "initial_responsibilities", "INIT_REG_COVAR", "INITS"]
+__all__ = ["kmeans_plusplus", "nearest_centre", "initial_params", "initial_responsibilities", "INIT_REG_COVAR", "INITS"]
 
 INIT_REG_COVAR = 1e-6  # fit_cavi's default: Θ₀ of fit_vb / fit_map / fit_svi_bayes is fit_cavi's default Θ₀
 
@@ -52,7 +52,8 @@ def kmeans_plusplus(x: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(centres + x.double().numpy().mean(0), dtype=x.dtype)
 
 
-def _nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+def nearest_centre(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index (N,) of the nearest of ``centres`` (K, D) for every row of ``x`` (distances after centring)."""
     xc = x - x.mean(0)
     cc = centres - x.mean(0)
     d2 = (xc * xc).sum(1, keepdim=True) - 2 * xc @ cc.T + (cc * cc).sum(1)
@@ -76,7 +77,7 @@ def initial_params(
             )
         return init.to(x.dtype)
     if init == "kmeans++":
-        labels = _nearest(x, kmeans_plusplus(x, k, seed))
+        labels = nearest_centre(x, kmeans_plusplus(x, k, seed))
         gamma = torch.nn.functional.one_hot(labels, k).to(x.dtype)
     elif init == "random":
         rng = np.random.default_rng(seed)

@@ -65,6 +65,9 @@ __all__ = [
     "log_wishart_norm",
     "log_dirichlet_norm",
     "expected_log_det",
+    "normal_wishart_from_noise",
+    "normal_wishart_noise",
+    "sample_dirichlet",
 ]
 
 
@@ -327,6 +330,49 @@ def posterior_mode(st: ConjugateStats, reg_covar: float = 0.0) -> GMMParams:
     cov = st.w_inv / (st.nu - d)[:, None, None]  # Λ_k = (nu_k − D) W_k
     cov = cov + reg_covar * torch.eye(d, dtype=cov.dtype)
     return GMMParams(weight / weight.sum(), st.m, cov)
+
+
+# --- draws ----------------------------------------------------------------------------------------
+def normal_wishart_from_noise(
+    m: torch.Tensor, beta: torch.Tensor, chol_w: torch.Tensor, a: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A draw (μ, Λ) ~ N(μ | m, (beta Λ)⁻¹) W(Λ | W, nu) from its noise (Bartlett decomposition), for
+    stacks that broadcast: m (..., D), beta (...), chol_w = chol(W) (..., D, D), a, eps::
+
+        Λ = B Bᵀ,  B = chol(W) A    A lower triangular: A_jj = √χ²(nu − j + 1), A_ij ~ N(0, 1) (i > j)
+        Σ = Λ⁻¹ = B⁻ᵀ B⁻¹,   μ = m + beta^{−½} B⁻ᵀ ε,   ε ~ N(0, I),  so Cov[μ | Λ] = (beta Λ)⁻¹
+
+    Returns (B, μ, Σ).  B is lower triangular with a positive diagonal and Λ = B Bᵀ, so it serves
+    as a precision factor wherever ``core.gaussian`` takes one (its quadratic form and its
+    ``log_det_from_cholesky`` only need a triangular factor).  The noise comes from
+    :func:`normal_wishart_noise` (torch) or numpy (``vb_posterior.sample_posterior``).
+    """
+    b = chol_w @ a  # Λ = B Bᵀ, B lower triangular
+    eye = torch.eye(b.shape[-1], dtype=b.dtype).expand(b.shape)
+    b_inv = torch.linalg.solve_triangular(b, eye, upper=False)  # B⁻¹
+    cov = b_inv.transpose(-1, -2) @ b_inv  # Σ = Λ⁻¹ = B⁻ᵀ B⁻¹
+    mu = m + (b_inv.transpose(-1, -2) @ eps[..., None])[..., 0] / torch.sqrt(beta)[..., None]
+    return b, mu, 0.5 * (cov + cov.transpose(-1, -2))
+
+
+def normal_wishart_noise(nu: torch.Tensor, d: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise (A, ε) of one Normal-Wishart draw per entry of ``nu`` (K,), from ``generator``:
+    A (K, D, D) lower triangular with A_jj = √χ²(nu_k − j + 1) (χ²(ν) = 2 Gamma(ν/2)) and standard
+    normals below the diagonal, ε (K, D) standard normal.  Draw order: the normals of A, the
+    chi-squares, ε."""
+    k, dtype = nu.shape[0], nu.dtype
+    a = torch.randn((k, d, d), dtype=dtype, generator=generator).tril_(-1)
+    dfs = nu[:, None] - torch.arange(d, dtype=dtype)  # nu_k − j + 1 for j = 1..D
+    chi2 = 2.0 * torch._standard_gamma(0.5 * dfs, generator=generator)
+    a.diagonal(dim1=-2, dim2=-1).copy_(chi2.sqrt())
+    return a, torch.randn((k, d), dtype=dtype, generator=generator)
+
+
+def sample_dirichlet(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw from Dir(alpha) (alpha (K,), at least one entry ≥ 1 so that the sum is positive):
+    independent Gamma(alpha_k, 1) draws from ``generator``, normalised (PRML B.16)."""
+    g = torch._standard_gamma(alpha, generator=generator)
+    return g / g.sum()
 
 
 def log_dirichlet_density(log_alpha: torch.Tensor, alpha0: float) -> torch.Tensor:

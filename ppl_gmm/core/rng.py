@@ -4,6 +4,8 @@
   entropy; the fit records it).
 - :func:`spawn_seeds` derives independent child seeds (``numpy.random.SeedSequence.spawn``) for
   restarts, chains and sub-tasks.
+- :func:`torch_generator` is a ``torch.Generator`` of its own seeded with a seed (torch draws that
+  never touch the global generator).
 - :func:`preserved_global_rng` gives the caller back torch's, numpy's and Python's global
   generator states after a block that seeds them (Pyro's ``set_rng_seed`` seeds all three).
 """
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["resolve_seed", "spawn_seeds", "preserved_global_rng"]
+__all__ = ["resolve_seed", "spawn_seeds", "torch_generator", "preserved_global_rng"]
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -32,6 +34,11 @@ def resolve_seed(seed: int | None) -> int:
 def spawn_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent child seeds, a deterministic function of ``seed``."""
     return [int(s.generate_state(1, dtype=np.uint32)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def torch_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (pass it as ``generator=`` to every draw)."""
+    return torch.Generator().manual_seed(int(seed))
 
 
 @contextlib.contextmanager
