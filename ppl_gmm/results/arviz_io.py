@@ -249,6 +249,7 @@ def mcmc_to_inference_data(
     attrs: dict | None = None,
     seed: int | None = None,
     reference: tuple[np.ndarray, np.ndarray] | None = None,
+    relabel: bool = True,
     mode_threshold: float = 3.0,
     stacklevel: int = 2,
 ) -> InferenceData:
@@ -256,9 +257,12 @@ def mcmc_to_inference_data(
     ``mu`` (C, S, K, D), ``cov`` (C, S, K, D, D): all five groups (:func:`draws_to_inference_data`),
     every chain relabelled to one common reference and the modes checked (:func:`relabel_chains`),
     then R-hat and ESS of the relabelled draws in ``attrs`` (:func:`diagnostics`).  ``reference``:
-    (mu (K, D), cov (K, D, D)) to start the matching from (``None``: the best draw)."""
+    (mu (K, D), cov (K, D, D)) to start the matching from (``None``: the best draw).  ``relabel=False``
+    keeps the draws' labels (a sampler whose labels are fixed by construction, e.g. ordered means)
+    and only records the diagnostics.  ``stacklevel``: of the warning, as in ``warnings.warn``, counted
+    from the caller of this function."""
     idata = draws_to_inference_data(posterior, x=x, sample_stats=sample_stats, attrs=attrs, seed=seed)
-    _relabel(idata, reference)
+    _relabel(idata, reference, apply=relabel)
     diagnose_modes(idata, threshold=mode_threshold, stacklevel=stacklevel + 1)
     return idata
 
@@ -287,24 +291,24 @@ def relabel_chains(
     return out
 
 
-def _relabel(idata: InferenceData, reference: tuple[np.ndarray, np.ndarray] | None) -> None:
+def _relabel(idata: InferenceData, reference: tuple[np.ndarray, np.ndarray] | None, apply: bool = True) -> None:
     post = idata.posterior  # type: ignore[attr-defined]
     alpha, mu, cov = (np.asarray(post[v].values, dtype=np.float64) for v in ("alpha", "mu", "cov"))
     c, s, k = alpha.shape
-    if reference is None:
-        groups = idata.groups()
-        if "log_likelihood" in groups:
-            total = idata.log_likelihood["x"].values.sum(-1)  # type: ignore[attr-defined]  # (C, S): eq. 26
-            best = np.unravel_index(np.argmax(total), total.shape)
-        else:
-            best = (0, s - 1)
-        reference = (mu[best], cov[best])
     before = _r_hat_max(idata)
-    flat = lambda a: a.reshape((c * s,) + a.shape[2:])
-    a_r, m_r, c_r, perms = relabel(flat(alpha), flat(mu), flat(cov), *reference)
-    for name, value in (("alpha", a_r), ("mu", m_r), ("cov", c_r)):
-        post[name] = (post[name].dims, value.reshape(post[name].shape))
-    perms = perms.reshape(c, s, k)
+    perms = np.broadcast_to(np.arange(k), (c, s, k))
+    if apply:
+        if reference is None:  # the draw with the highest ln p(X | θ), eq. 26
+            best: tuple = (0, s - 1)
+            if "log_likelihood" in idata.groups():
+                total = idata.log_likelihood["x"].values.sum(-1)  # type: ignore[attr-defined]
+                best = np.unravel_index(np.argmax(total), total.shape)
+            reference = (mu[best], cov[best])
+        flat = lambda a: a.reshape((c * s,) + a.shape[2:])
+        a_r, m_r, c_r, flat_perms = relabel(flat(alpha), flat(mu), flat(cov), *reference)
+        for name, value in (("alpha", a_r), ("mu", m_r), ("cov", c_r)):
+            post[name] = (post[name].dims, value.reshape(post[name].shape))
+        perms = flat_perms.reshape(c, s, k)
     switched = (perms != np.arange(k)).any(-1)
     if "sample_stats" in idata.groups():
         idata.sample_stats["label_switch"] = (("chain", "draw"), switched)  # type: ignore[attr-defined]
@@ -394,9 +398,9 @@ def diagnose_modes(
 
         lls = result.get("chain_mean_log_likelihood")
         warnings.warn(
-            f"the {mu.shape[0]} chains settled in different posterior modes: after relabelling to one reference, "
-            f"the chain means of mu{list(at)} differ by {sep_mu:.1f} pooled posterior sds and the mean "
-            f"log-likelihoods by {sep_ll:.1f} (threshold {threshold:g}"
+            f"the {mu.shape[0]} chains settled in different posterior modes: with their labels matched "
+            f"(attrs['label_rule']), the chain means of mu{list(at)} differ by {sep_mu:.1f} pooled posterior sds "
+            f"and the mean log-likelihoods by {sep_ll:.1f} (threshold {threshold:g}"
             + (f"; chain mean log-likelihoods {np.round(lls, 1).tolist()}" if lls else "")
             + "). R-hat across these chains measures which mode each chain found, not convergence. Look at the "
             "chains separately (idata.posterior.sel(chain=c)), report the modes (and their log-likelihoods), "

@@ -145,3 +145,16 @@ def test_mcmc_builder_with_a_reference_is_the_nuts_relabelling(data):
     assert idata.attrs["label_switch_fraction_per_chain"] == [0.0, 1.0, 0.0]
     assert {"lp", "label_switch"} <= set(idata.sample_stats.data_vars)
     assert idata.attrs["r_hat_max"] < 1.05 < idata.attrs["r_hat_max_unrelabelled"]
+
+
+def test_relabel_false_keeps_the_labels_and_still_checks_modes(data):
+    """A sampler whose labels are fixed by construction (NUTS with ordered means) keeps its draws."""
+    draws = _chains([[-3.0, 3.0], [3.0, -3.0]], s=50)
+    with pytest.warns(MultimodalityWarning):  # kept labels that differ between chains look like two modes
+        idata = arviz_io.mcmc_to_inference_data(
+            draws, {"lp": np.zeros((2, 50))}, data, attrs={"label_rule": "ordered"}, seed=2, relabel=False
+        )
+    np.testing.assert_array_equal(idata.posterior["mu"].values, draws["mu"])
+    assert idata.attrs["label_switch_fraction_per_chain"] == [0.0, 0.0] and idata.attrs["label_rule"] == "ordered"
+    assert not bool(idata.sample_stats["label_switch"].values.any())
+    assert idata.attrs["r_hat_max"] == idata.attrs["r_hat_max_unrelabelled"] > 1.5
