@@ -115,7 +115,8 @@ def fit_gibbs(
         ``sample_stats``: loglik (ln p(X | Θ), eq. 26), num_empty, label_switch;
         ``log_likelihood``: x (chain, draw, obs); ``posterior_predictive``: x; ``observed_data``: x.
         ``attrs``: method, seed, chain_seeds, num_warmup, sampler, label_rule, the label-switch
-        fractions (pooled and per chain), r_hat_max (after relabelling) and
+        fractions (label_switch_fraction, label_switch_fraction_per_chain, label_switch_within_chain:
+        see ``results.arviz_io.relabel_chains``), r_hat_max (after relabelling) and
         r_hat_max_unrelabelled, ess_bulk_min, ess_tail_min, the mode diagnostics and sampling_time.
 
     Warns

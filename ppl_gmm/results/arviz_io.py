@@ -279,8 +279,9 @@ def relabel_chains(
 
     Records ``sample_stats.label_switch`` (chain, draw): the draw's stored labels were permuted;
     ``attrs``: ``label_switch_fraction_per_chain`` (its mean per chain: 1 for a chain that sat in a
-    permuted labelling throughout), ``label_switch_fraction`` (over all chains, the fraction of draws
-    whose permutation differs from their chain's most frequent one: switching within a chain),
+    permuted labelling throughout, e.g. a sampler's own arbitrary order), ``label_switch_within_chain``
+    (per chain, the fraction of draws whose permutation differs from the chain's most frequent one:
+    the sampler switched labels during the run), ``label_switch_fraction`` (the same over all chains),
     ``r_hat_max_unrelabelled`` and the R-hat / ESS of the relabelled draws (:func:`diagnostics`).
     ``reference``: (mu (K, D), cov (K, D, D)) to start from; ``None``: the draw with the highest
     log-likelihood (or chain 0's last draw without a ``log_likelihood`` group).
@@ -322,6 +323,7 @@ def _relabel(idata: InferenceData, reference: tuple[np.ndarray, np.ndarray] | No
         {
             "label_switch_fraction": switch_fraction(perms),
             "label_switch_fraction_per_chain": [float(f) for f in switched.mean(1)],
+            "label_switch_within_chain": [switch_fraction(perms[i : i + 1]) for i in range(c)],
             "r_hat_max_unrelabelled": before,
         }
     )

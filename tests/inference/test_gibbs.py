@@ -130,7 +130,7 @@ def test_inference_data_layout(galaxies_gibbs):
     )
     attrs = idata.attrs
     assert attrs["method"] == "gibbs" and attrs["seed"] == 11 and len(attrs["chain_seeds"]) == 4
-    assert len(attrs["label_switch_fraction_per_chain"]) == 4
+    assert len(attrs["label_switch_fraction_per_chain"]) == len(attrs["label_switch_within_chain"]) == 4
     assert attrs["chains_disagree"] in (0, 1) and attrs["mode_threshold"] == 3.0
     assert attrs["sampling_time"] > 0
     # relabelled components come ordered by their mean

@@ -51,6 +51,7 @@ def test_a_chain_with_swapped_labels_is_relabelled(data):
     assert out.attrs["label_switch_fraction_per_chain"] == [0.0, 1.0]
     np.testing.assert_array_equal(out.sample_stats["label_switch"].values, [[False] * 400, [True] * 400])
     assert out.attrs["label_switch_fraction"] == 0.0  # no chain switches labels within itself
+    assert out.attrs["label_switch_within_chain"] == [0.0, 0.0]
     # the label clash, measured as non-convergence (rank-normalised R-hat of two disjoint chains is ~1.8)
     assert out.attrs["r_hat_max_unrelabelled"] > 1.5
     assert out.attrs["r_hat_max"] < 1.01
@@ -72,6 +73,7 @@ def test_switching_within_a_chain_is_counted(data):
         draws[name][1, 300:] = draws[name][1, 300:, ::-1]  # chain 1 switches labels for its last 100 draws
     out = arviz_io.relabel_chains(_build(draws, data))
     assert out.attrs["label_switch_fraction_per_chain"] == [0.0, 0.25]
+    assert out.attrs["label_switch_within_chain"] == [0.0, 0.25]
     # pooled over chains: the draws whose labels differ from their chain's usual ones
     assert out.attrs["label_switch_fraction"] == pytest.approx(100 / 800)
     assert out.attrs["r_hat_max"] < 1.01
