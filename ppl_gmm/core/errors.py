@@ -13,7 +13,22 @@ __all__ = [
 ]
 
 
-class DegenerateComponentError(FloatingPointError, ValueError):
+def _rebuild(cls: type[BaseException], message: str, state: dict) -> BaseException:
+    err = cls.__new__(cls)
+    err.args = (message,)
+    err.__dict__.update(state)
+    return err
+
+
+class _Picklable:
+    """Exceptions whose ``__init__`` builds the message from other arguments: pickled as (message,
+    attributes), so they cross process boundaries intact (``fit_nuts``' parallel chains)."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), str(self), dict(self.__dict__))
+
+
+class DegenerateComponentError(_Picklable, FloatingPointError, ValueError):
     """A component's covariance is not positive definite (it collapsed)."""
 
     def __init__(self, component: int, detail: str = "") -> None:
@@ -37,7 +52,7 @@ class DegeneratePosteriorError(DegenerateComponentError):
         ValueError.__init__(self, message)
 
 
-class EmptyComponentError(FloatingPointError, ValueError):
+class EmptyComponentError(_Picklable, FloatingPointError, ValueError):
     """A component received (numerically) no responsibility."""
 
     def __init__(self, component: int, n_k: float) -> None:
@@ -51,7 +66,7 @@ class EmptyComponentError(FloatingPointError, ValueError):
         )
 
 
-class DivergenceError(FloatingPointError, RuntimeError):
+class DivergenceError(_Picklable, FloatingPointError, RuntimeError):
     """An iterative fit produced a non-finite objective."""
 
     def __init__(self, step: int, last_finite: Any = None, message: str = "") -> None:

@@ -293,3 +293,24 @@ def test_direct_leapfrog_gives_pyros_draws_bit_for_bit(sep1d):
     (direct_draws, direct_record, direct_steps), (pyro_draws, pyro_record, pyro_steps) = runs
     assert torch.equal(direct_draws, pyro_draws) and direct_steps == pyro_steps > 40
     assert direct_record == pyro_record
+
+
+def test_errors_cross_process_boundaries_intact():
+    """A chain that fails in a worker process re-raises in the caller with its type, message and fields."""
+    import pickle
+
+    from ppl_gmm.core.errors import (
+        DegenerateComponentError,
+        DegeneratePosteriorError,
+        DivergenceError,
+        EmptyComponentError,
+    )
+
+    for err in (
+        DegenerateComponentError(2, "in chain 1"),
+        DegeneratePosteriorError("NUTS chain 1 could not evaluate the posterior density", 0),
+        EmptyComponentError(1, 0.0),
+        DivergenceError(3, {"mu": 1.0}),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.__dict__ == err.__dict__
