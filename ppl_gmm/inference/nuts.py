@@ -22,10 +22,11 @@ posterior restricted to one labelling, so label switching cannot occur and no re
 
 Chains: chain c uses the c-th child seed of ``seed`` (``core.rng.spawn_seeds``) for
 ``pyro.set_rng_seed`` and starts at the MAP estimate ``fit_map(x, k, prior, seed=that child
-seed)`` (different k-means++ starts).  With ``chain_method="parallel"`` (the default) the chains
-run in separate processes (``spawn``; one torch thread each; at most ``os.cpu_count()`` at a time);
-``"sequential"`` runs them one after another in this process.  A chain's draws depend only on its
-seed: both give the same bits.
+seed)`` (different k-means++ starts).  With ``chain_method="parallel"`` (the default) this process
+runs chain 0 while ``os.cpu_count() − 1`` worker processes (``spawn``; one torch thread each) run
+the others, and this process takes back any chain no worker has started when it is free;
+``"sequential"`` runs them one after another here.  A chain's draws depend only on its seed: both
+give the same bits.
 
 Label switching — the stated rule (also in ``idata.attrs["label_rule"]``): post-hoc relabelling.
 (1) The reference is chain 0's starting point (the MAP) with its components ordered by the first
@@ -350,6 +351,7 @@ def _run_chain(chain: _Chain) -> dict[str, Any]:
         "start": start_params,
         "start_time": t1 - t0,
         "run_time": t2 - t1,  # tracing / model set-up, warm-up and sampling
+        "pid": os.getpid(),
     }
 
 
@@ -359,12 +361,28 @@ def _worker_init() -> None:
 
 
 def _run_chains(chains: list[_Chain], parallel: bool) -> list[dict[str, Any]]:
-    workers = min(len(chains), os.cpu_count() or 1)
-    if not parallel or workers < 2:
+    """Run every chain; in parallel, this process runs chain 0 (and any chain no worker has started
+    when it is free) while up to ``os.cpu_count() − 1`` spawned worker processes run the others."""
+    workers = min(len(chains), os.cpu_count() or 1) - 1
+    if not parallel or workers < 1:
         return [_run_chain(c) for c in chains]
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch / OpenMP state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        return list(pool.map(_run_chain, chains))
+    results: list[dict[str, Any] | None] = [None] * len(chains)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init)
+    try:
+        futures = {c: pool.submit(_run_chain, chains[c]) for c in range(1, len(chains))}
+        results[0] = _run_chain(chains[0])
+        for c in sorted(futures, reverse=True):  # take back chains still queued
+            if futures[c].cancel():
+                results[c] = _run_chain(chains[c])
+        for c, future in futures.items():
+            if results[c] is None:
+                results[c] = future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # report the failure now, not after the other chains
+        raise
+    pool.shutdown()
+    return [r for r in results if r is not None]
 
 
 def fit_nuts(
@@ -400,8 +418,11 @@ def fit_nuts(
     hand-written potential, ``ppl.potential``) or ``"model"`` (Pyro's potential of
     ``bayes_gmm_model``, the slower reference); ``jit`` traces either.  ``ordered=True``
     (potential backend): μ_{1,1} < … < μ_{K,1} in every draw, no label switching.
-    ``chain_method``: ``"parallel"`` (one process per chain, up to the number of CPUs) or
-    ``"sequential"``; same draws either way.  ``progress`` bars are shown by sequential chains only.
+    ``chain_method``: ``"parallel"`` (chain 0 here, the others in spawned processes, at most
+    ``os.cpu_count()`` chains at a time) or
+    ``"sequential"``; same draws either way (a script that runs parallel chains at import time needs
+    the usual ``if __name__ == "__main__":`` guard of ``multiprocessing``'s spawn).  ``progress`` bars
+    are shown by sequential chains only.
     Divergences give a RuntimeWarning naming the chains and are counted in attrs.  The data's dtype
     is kept (float64 by default).
     """

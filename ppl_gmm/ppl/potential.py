@@ -27,7 +27,7 @@ Two implementations of the same U, tested against each other:
   ``log_gaussian_prec``, ``logsumexp_rows``) and the Jacobians from ``transforms``;
   differentiable by autograd.
 - :meth:`BayesGMMPotential.value_and_grad` — the sampler's: U and ∇U in one pass without autograd
-  (formulas in the method's docstring, derived from the same densities), about 50 tensor
+  (formulas in the method's docstring, derived from the same densities), about 65 tensor
   operations, traced once by ``torch.jit.trace`` (:meth:`BayesGMMPotential.compiled`).
   :meth:`BayesGMMPotential.potential_fn` hands it to Pyro's NUTS as ``potential_fn`` (one autograd
   node whose backward returns the precomputed gradient).
@@ -116,7 +116,7 @@ class BayesGMMPotential:
         jac_coef[diag] = torch.arange(d + 1, 1, -1, dtype=dt)
         self._c_v = (p.nu0 - d) * d_sel + jac_coef  # ln π's linear terms in v_k: ((nu0 − D)/2) ln|Λ_k| and ln|J_Λ|
         self._c_v_flat = self._c_v.repeat(k)
-        if k > 1:  # ℓ = (ln s, ln(1 − s)) = logsigmoid(E ᵀ u + c), ln α = G ℓ
+        if k > 1:  # ℓ = (ln s, ln(1 − s)) = logsigmoid(Eᵀu + c), ln α = G ℓ
             eye = torch.eye(k - 1, dtype=dt)
             self._e = torch.cat([eye, -eye], 1)  # (K−1, 2K−2)
             self._e_t = self._e.T.contiguous()

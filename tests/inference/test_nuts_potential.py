@@ -8,6 +8,7 @@ effect handlers, ``biject_to`` of each site and their Jacobians, Z enumerated), 
 Posterior agreement: |mean_a − mean_b| ≤ 4 √(MCSE_a² + MCSE_b²) per scalar (ArviZ's MCSE).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -145,12 +146,23 @@ def _small(sep1d):
 
 
 @pytest.mark.filterwarnings("ignore:NUTS. post-warmup transitions diverged")
-def test_parallel_chains_equal_sequential_bits(sep1d):
-    """chain_method="parallel" (spawned processes) gives the same bits as the chains one by one; the
-    chains differ from each other (own seeds); chain 0 is the one-chain run."""
+def test_parallel_chains_equal_sequential_bits(sep1d, monkeypatch):
+    """chain_method="parallel" (chain 1 in a spawned process) gives the same bits as the chains one by
+    one; the chains differ from each other (own seeds); chain 0 is the one-chain run."""
     x = _small(sep1d)
     kw = {"num_samples": 25, "warmup_steps": 25, "seed": 3}
+    pids = []
+    run_chains = nuts._run_chains
+
+    def recording(chains, parallel):
+        results = run_chains(chains, parallel)
+        pids.append([r["pid"] for r in results])
+        return results
+
+    monkeypatch.setattr(nuts, "_run_chains", recording)
     par = pg.fit_nuts(x, 2, num_chains=2, chain_method="parallel", **kw)
+    if (os.cpu_count() or 1) > 1:
+        assert pids[0][0] == os.getpid() != pids[0][1]  # chain 0 here, chain 1 in a worker process
     seq = pg.fit_nuts(x, 2, num_chains=2, chain_method="sequential", **kw)
     one = pg.fit_nuts(x, 2, num_chains=1, **kw)
     for var in ("alpha", "mu", "cov"):
