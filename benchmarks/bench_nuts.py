@@ -66,6 +66,7 @@ OURS = textwrap.dedent(
             "start_s": max(a["chain_start_times"]),
             "ms_per_grad": 1e3 * sum(a["chain_run_times"]) / a["num_leapfrog_total"],
             "leapfrog": a["num_leapfrog_total"],
+            "leapfrog_sampling": int(idata.sample_stats["n_steps"].values.sum()),
             "ess_bulk_min": arviz_io.ess_bulk_min(idata),
             "divergences": a["num_divergences"],
         }}
@@ -200,6 +201,7 @@ def _report(title, results):
         ("ms per gradient (cold)", ours, ("cold", "ms_per_grad")),
         ("ms per gradient (warm)", ours, ("warm", "ms_per_grad")),
         ("leapfrog steps (cold)", ours, ("cold", "leapfrog")),
+        ("  of which sampling", ours, ("cold", "leapfrog_sampling")),
         ("min bulk ESS (cold)", ours, ("cold", "ess_bulk_min")),
         ("import ppl_gmm s", ours, ("import_s",)),
     ]
@@ -223,7 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="paired rounds without extra load (default 3)")
     ap.add_argument("--load", type=int, default=2, help="busy processes in the loaded round (0: no such round)")
     ap.add_argument("--model", action="store_true", help="also time backend='model' (Pyro's effect handlers) once")
-    ap.add_argument("--chains", action="store_true", help="also time 2 chains, parallel against sequential")
+    ap.add_argument("--chains", action="store_true", help="also time 2 chains, parallel against sequential (paired)")
     ap.add_argument("--quick", action="store_true", help="1 round of 150 warm-up + 200 draws, no loaded round")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -256,14 +258,20 @@ def main(argv=None) -> int:
             f"gradient, {c['leapfrog']} steps, min bulk ESS {c['ess_bulk_min']:.0f} (load {res['load_before']:.2f})"
         )
     if args.chains:
-        for method in ("sequential", "parallel"):
-            res = _measure(
-                OURS, draws=draws, warmup=warmup, chains=2, seed=args.seed, backend="potential", chain_method=method
-            )
-            c = res["cold"]
+        times: dict[str, list] = {"sequential": [], "parallel": []}
+        for r in range(rounds):
+            order = ["sequential", "parallel"] if r % 2 == 0 else ["parallel", "sequential"]
+            for method in order:
+                res = _measure(
+                    OURS, draws=draws, warmup=warmup, chains=2, seed=args.seed, backend="potential", chain_method=method
+                )
+                times[method].append((res["cold"]["wall_s"], res["warm"]["wall_s"], res["load_before"]))
+        for method, rows in times.items():
+            cold, warm, loads = zip(*rows)
             print(
-                f"2 chains {method:>10}: whole call cold {c['wall_s']:.1f} s, warm {res['warm']['wall_s']:.1f} s, "
-                f"min bulk ESS {c['ess_bulk_min']:.0f} (load {res['load_before']:.2f})"
+                f"2 chains {method:>10}: whole call cold median {statistics.median(cold):.1f} s "
+                f"({min(cold):.1f}–{max(cold):.1f}), warm {statistics.median(warm):.1f} s; "
+                f"load {min(loads):.2f}–{max(loads):.2f}"
             )
     print(f"(total {time.perf_counter() - t0:.0f} s; load average at the end {os.getloadavg()[0]:.2f})")
     return 0
