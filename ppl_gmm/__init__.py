@@ -1,14 +1,14 @@
 """ppl_gmm: Gaussian mixture models the probabilistic-programming way.
 
 Closed-form CAVI/EM (eq. 15–28 of the notes, ``docs/maths.md``), a Pyro model whose SVI loss is
-exactly −eq. 18, MAP, closed-form variational Bayes, Bayesian SVI and NUTS.
+exactly −eq. 18, MAP, closed-form variational Bayes, Bayesian SVI, NUTS and blocked Gibbs sampling.
 
 The package is layered; each folder imports only from the folders before it::
 
     core       pure maths: Θ, log N, eq. 18–21/26/28, priors, the VB posterior, initialisation
     ppl        the Pyro programs: models, guides, transforms
     results    GMMFit, VBFit, save/load, component matching, ArviZ, text
-    inference  one ascent driver (CAVI, MAP, VB), one SVI driver (SVI, Bayesian SVI), NUTS, select_k
+    inference  one ascent driver (CAVI, MAP, VB), one SVI driver (SVI, Bayesian SVI), NUTS, Gibbs, select_k
     viz, app   plots and the paper's figures; the command line and the demo
 
 ``import ppl_gmm as pg`` is cheap: the public names are imported on first use, so Pyro, ArviZ and
@@ -38,6 +38,7 @@ _PUBLIC = {
     "EmptyComponentError": "core.errors",
     "DivergenceError": "core.errors",
     "FitFileError": "core.errors",
+    "MultimodalityWarning": "core.errors",
     "gmm_model": "ppl.model",
     "meanfield_guide": "ppl.model",
     "marginal_model": "ppl.model",
@@ -53,6 +54,7 @@ _PUBLIC = {
     "fit_svi": "inference.svi",
     "fit_svi_bayes": "inference.svi_bayes",
     "fit_nuts": "inference.nuts",
+    "fit_gibbs": "inference.gibbs",
     "select_k": "inference.model_selection",
 }
 
@@ -85,6 +87,7 @@ _MODULES = {
     "svi": "inference.svi",
     "svi_bayes": "inference.svi_bayes",
     "nuts": "inference.nuts",
+    "gibbs": "inference.gibbs",
     "select": "inference.model_selection",
 }
 

@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ppl_gmm"
 RANK = {"core": 0, "datasets": 1, "ppl": 1, "results": 1, "inference": 2, "viz": 3, "app": 4}
-ESTIMATORS = {"cavi", "map", "vb", "svi", "svi_bayes", "nuts", "model_selection"}
+ESTIMATORS = {"cavi", "map", "vb", "svi", "svi_bayes", "nuts", "gibbs", "model_selection"}
 
 
 def _module_name(path: Path) -> str:

@@ -42,6 +42,7 @@ FITS = {
     "vb": lambda x: pg.fit_vb(x, 2, pg.default_prior(x, 2), seed=1),
     "svi_bayes": lambda x: pg.fit_svi_bayes(x, 2, pg.default_prior(x, 2), num_steps=5, lr=0.05, seed=1),
     "nuts": lambda x: pg.fit_nuts(x, 2, pg.default_prior(x, 2), num_samples=5, warmup_steps=5, seed=1),
+    "gibbs": lambda x: pg.fit_gibbs(x, 2, num_samples=5, warmup_steps=5, num_chains=2, seed=1),
 }
 
 

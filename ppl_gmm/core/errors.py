@@ -1,4 +1,4 @@
-"""Exceptions with messages that say what went wrong and what to do."""
+"""Exceptions (and warnings) with messages that say what went wrong and what to do."""
 
 from __future__ import annotations
 
@@ -11,10 +11,26 @@ __all__ = [
     "EmptyComponentError",
     "DivergenceError",
     "FitFileError",
+    "MultimodalityWarning",
 ]
 
 
-class DegenerateComponentError(FloatingPointError, ValueError):
+def _rebuild(cls: type[BaseException], message: str, state: dict) -> BaseException:
+    err = cls.__new__(cls)
+    err.args = (message,)
+    err.__dict__.update(state)
+    return err
+
+
+class _Picklable:
+    """Exceptions whose ``__init__`` builds the message from other arguments: pickled as (message,
+    attributes), so they cross process boundaries intact (``fit_nuts``' parallel chains)."""
+
+    def __reduce__(self):
+        return _rebuild, (type(self), str(self), dict(self.__dict__))
+
+
+class DegenerateComponentError(_Picklable, FloatingPointError, ValueError):
     """A component's covariance is not positive definite (it collapsed)."""
 
     def __init__(self, component: int, detail: str = "") -> None:
@@ -38,7 +54,7 @@ class DegeneratePosteriorError(DegenerateComponentError):
         ValueError.__init__(self, message)
 
 
-class EmptyComponentError(FloatingPointError, ValueError):
+class EmptyComponentError(_Picklable, FloatingPointError, ValueError):
     """A component received (numerically) no responsibility."""
 
     def __init__(self, component: int, n_k: float) -> None:
@@ -52,7 +68,7 @@ class EmptyComponentError(FloatingPointError, ValueError):
         )
 
 
-class DivergenceError(FloatingPointError, RuntimeError):
+class DivergenceError(_Picklable, FloatingPointError, RuntimeError):
     """An iterative fit produced a non-finite objective."""
 
     def __init__(self, step: int, last_finite: Any = None, message: str = "") -> None:
@@ -66,7 +82,7 @@ class DivergenceError(FloatingPointError, RuntimeError):
         )
 
 
-class FitFileError(ValueError):
+class FitFileError(_Picklable, ValueError):
     """A fit file (``GMMFit.save`` / ``load_fit``) that cannot be read or written: missing,
     unreadable, not a fit archive, corrupt, from a newer format, or off the schema
     (``results.fit_file``). The message names the file and the problem; ``.path`` and ``.problem``
@@ -76,3 +92,9 @@ class FitFileError(ValueError):
         self.path = os.fspath(path)
         self.problem = problem
         super().__init__(f"cannot {'write' if writing else 'read'} fit file {self.path!r}: {problem}")
+
+
+class MultimodalityWarning(UserWarning):
+    """Several MCMC chains settled in different posterior modes (after relabelling, their means or
+    mean log-likelihoods differ by several pooled posterior standard deviations): R-hat across the
+    chains then measures which mode each chain happened to find, not convergence within one."""

@@ -119,7 +119,10 @@ def normalise_log(
 
 
 def logsumexp_rows(wlp: torch.Tensor) -> torch.Tensor:
-    """:math:`\\log \\sum_k \\exp \\ell_{ik}` per row (N,), in row blocks (no (N, K) temporary)."""
+    """:math:`\\log \\sum_k \\exp \\ell_{ik}` per row (N,), in row blocks (no (N, K) temporary).
+    Differentiable: when ``wlp`` requires a gradient, one ``torch.logsumexp`` (no ``out=``)."""
+    if wlp.requires_grad:
+        return torch.logsumexp(wlp, dim=1)
     out = torch.empty(wlp.shape[0], dtype=wlp.dtype, device=wlp.device)
     for s in range(0, wlp.shape[0], BLOCK_ROWS):
         torch.logsumexp(wlp[s : s + BLOCK_ROWS], dim=1, out=out[s : s + BLOCK_ROWS])

@@ -23,7 +23,7 @@ from .gmm import e_step, m_step
 from .params import GMMParams
 from .validation import INITS, data_scale
 
-__all__ = ["kmeans_plusplus", "initial_params", "initial_responsibilities", "INIT_REG_COVAR", "INITS"]
+__all__ = ["kmeans_plusplus", "nearest_centre", "initial_params", "initial_responsibilities", "INIT_REG_COVAR", "INITS"]
 
 INIT_REG_COVAR = 1e-6  # fit_cavi's default: Θ₀ of fit_vb / fit_map / fit_svi_bayes is fit_cavi's default Θ₀
 
@@ -68,7 +68,8 @@ def _no_centre(x: torch.Tensor, k: int, c: int, pot: float) -> NoReturn:
     )
 
 
-def _nearest(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+def nearest_centre(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Index (N,) of the nearest of ``centres`` (K, D) for every row of ``x`` (distances after centring)."""
     xc = x - x.mean(0)
     cc = centres - x.mean(0)
     d2 = (xc * xc).sum(1, keepdim=True) - 2 * xc @ cc.T + (cc * cc).sum(1)
@@ -99,7 +100,7 @@ def initial_params(
         xs, reg = scale.down(x), scale.reg_down(reg_covar)
         return scale.params_up(initial_params(xs, k, init, seed, covariance_type, reg))
     if init == "kmeans++":
-        labels = _nearest(x, kmeans_plusplus(x, k, seed))
+        labels = nearest_centre(x, kmeans_plusplus(x, k, seed))
         gamma = torch.nn.functional.one_hot(labels, k).to(x.dtype)
     elif init == "random":
         rng = np.random.default_rng(seed)

@@ -39,8 +39,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .gaussian import mahalanobis_sq
 from .gmm import weighted_scatter
-from .linalg import checked_cholesky, cholesky, inverse_from_cholesky, inverse_lower, log_det_from_cholesky
+from .linalg import (
+    checked_cholesky,
+    cholesky,
+    inverse_from_cholesky,
+    log_det_from_cholesky,
+    precision_cholesky,
+)
 from .params import GMMParams
 from .validation import ArrayLike, as_data, check_k
 
@@ -53,9 +60,14 @@ __all__ = [
     "conjugate_update_from_data",
     "posterior_mode",
     "log_prior",
+    "log_dirichlet_density",
+    "log_normal_wishart_density",
     "log_wishart_norm",
     "log_dirichlet_norm",
     "expected_log_det",
+    "normal_wishart_from_noise",
+    "normal_wishart_noise",
+    "sample_dirichlet",
 ]
 
 
@@ -354,35 +366,91 @@ def posterior_mode(st: ConjugateStats, reg_covar: float = 0.0) -> GMMParams:
     return GMMParams(weight / weight.sum(), st.m, cov)
 
 
+# --- draws ----------------------------------------------------------------------------------------
+def normal_wishart_from_noise(
+    m: torch.Tensor, beta: torch.Tensor, chol_w: torch.Tensor, a: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A draw (μ, Λ) ~ N(μ | m, (beta Λ)⁻¹) W(Λ | W, nu) from its noise (Bartlett decomposition), for
+    stacks that broadcast: m (..., D), beta (...), chol_w = chol(W) (..., D, D), a, eps::
+
+        Λ = B Bᵀ,  B = chol(W) A    A lower triangular: A_jj = √χ²(nu − j + 1), A_ij ~ N(0, 1) (i > j)
+        Σ = Λ⁻¹ = B⁻ᵀ B⁻¹,   μ = m + beta^{−½} B⁻ᵀ ε,   ε ~ N(0, I),  so Cov[μ | Λ] = (beta Λ)⁻¹
+
+    Returns (B, μ, Σ).  B is lower triangular with a positive diagonal and Λ = B Bᵀ, so it serves
+    as a precision factor wherever ``core.gaussian`` takes one (its quadratic form and its
+    ``log_det_from_cholesky`` only need a triangular factor).  The noise comes from
+    :func:`normal_wishart_noise` (torch) or numpy (``vb_posterior.sample_posterior``).
+    """
+    b = chol_w @ a  # Λ = B Bᵀ, B lower triangular
+    eye = torch.eye(b.shape[-1], dtype=b.dtype).expand(b.shape)
+    b_inv = torch.linalg.solve_triangular(b, eye, upper=False)  # B⁻¹
+    cov = b_inv.transpose(-1, -2) @ b_inv  # Σ = Λ⁻¹ = B⁻ᵀ B⁻¹
+    mu = m + (b_inv.transpose(-1, -2) @ eps[..., None])[..., 0] / torch.sqrt(beta)[..., None]
+    return b, mu, 0.5 * (cov + cov.transpose(-1, -2))
+
+
+def normal_wishart_noise(nu: torch.Tensor, d: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The noise (A, ε) of one Normal-Wishart draw per entry of ``nu`` (K,), from ``generator``:
+    A (K, D, D) lower triangular with A_jj = √χ²(nu_k − j + 1) (χ²(ν) = 2 Gamma(ν/2)) and standard
+    normals below the diagonal, ε (K, D) standard normal.  Draw order: the normals of A, the
+    chi-squares, ε."""
+    k, dtype = nu.shape[0], nu.dtype
+    a = torch.randn((k, d, d), dtype=dtype, generator=generator).tril_(-1)
+    dfs = nu[:, None] - torch.arange(d, dtype=dtype)  # nu_k − j + 1 for j = 1..D
+    chi2 = 2.0 * torch._standard_gamma(0.5 * dfs, generator=generator)
+    a.diagonal(dim1=-2, dim2=-1).copy_(chi2.sqrt())
+    return a, torch.randn((k, d), dtype=dtype, generator=generator)
+
+
+def sample_dirichlet(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw from Dir(alpha) (alpha (K,), at least one entry ≥ 1 so that the sum is positive):
+    independent Gamma(alpha_k, 1) draws from ``generator``, normalised (PRML B.16)."""
+    g = torch._standard_gamma(alpha, generator=generator)
+    return g / g.sum()
+
+
+def log_dirichlet_density(log_alpha: torch.Tensor, alpha0: float) -> torch.Tensor:
+    """ln Dir(α | alpha0 1_K) = ln C(alpha0 1_K) + (alpha0 − 1) Σ_k ln α_k (PRML B.16), from ln α (..., K):
+    the density on the first K − 1 coordinates of the simplex."""
+    k = log_alpha.shape[-1]
+    return log_dirichlet_norm(torch.full((k,), alpha0, dtype=log_alpha.dtype)) + (alpha0 - 1) * log_alpha.sum(-1)
+
+
+def log_normal_wishart_density(
+    mu: torch.Tensor, prec_chol: torch.Tensor, prior: NormalWishartPrior, m0: torch.Tensor, w0_inv: torch.Tensor
+) -> torch.Tensor:
+    """ln N(μ_k | m0, (beta0 Λ_k)⁻¹) + ln W(Λ_k | W0, nu0) per component (K,), PRML 10.40, B.37, B.78::
+
+        ln N(μ_k | m0, (beta0 Λ_k)⁻¹) = (D/2) ln(beta0 / 2π) + ½ ln|Λ_k| − (beta0/2) (μ_k − m0)ᵀ Λ_k (μ_k − m0)
+        ln W(Λ_k | W0, nu0) = ln B(W0, nu0) + ((nu0 − D − 1)/2) ln|Λ_k| − ½ tr(W0⁻¹ Λ_k)
+
+    ``prec_chol`` (K, D, D): triangular factors U_k (lower or upper) with Λ_k = U_k U_kᵀ and a
+    positive diagonal, e.g. ``linalg.precision_cholesky`` or the lower factor the NUTS coordinates
+    give; ``m0`` and ``w0_inv`` are the prior's m0 and W0⁻¹ in the work dtype (``prior.cast``).
+    Differentiable."""
+    d = mu.shape[-1]
+    log_det_lambda = log_det_from_cholesky(prec_chol)  # ln|Λ_k| = 2 Σ_d ln U_k,dd
+    mahal = mahalanobis_sq(m0[None], mu, prec_chol)[0]  # (μ_k − m0)ᵀ Λ_k (μ_k − m0)
+    trace = ((w0_inv @ prec_chol) * prec_chol).sum((-2, -1))  # tr(W0⁻¹ U_k U_kᵀ)
+    log_normal = 0.5 * d * math.log(prior.beta0 / (2 * math.pi)) + 0.5 * log_det_lambda - 0.5 * prior.beta0 * mahal
+    log_wishart = prior.log_wishart_norm0(mu.dtype) + 0.5 * (prior.nu0 - d - 1) * log_det_lambda - 0.5 * trace  # B.78
+    return log_normal + log_wishart
+
+
 def log_prior(params: GMMParams, prior: NormalWishartPrior) -> torch.Tensor:
     """ln p(Θ) in the (α, μ, Λ) parametrisation (PRML 10.39–10.40, B.16, B.37, B.78):
-
-    ln Dir(α | alpha0) = ln C(alpha0 1_K) + (alpha0 − 1) Σ_k ln α_k            (B.16)
-    ln N(μ_k | m0, (beta0 Λ_k)⁻¹) = (D/2) ln(beta0 / 2π) + ½ ln|Λ_k| − (beta0/2) (μ_k − m0)ᵀ Λ_k (μ_k − m0)
-    ln W(Λ_k | W0, nu0) = ln B(W0, nu0) + ((nu0 − D − 1)/2) ln|Λ_k| − ½ tr(W0⁻¹ Λ_k)   (B.78)
+    :func:`log_dirichlet_density` + Σ_k :func:`log_normal_wishart_density`.
 
     With K = 1, α ≡ 1 and the Dirichlet term is 0.  Components with α_k = 0 (switched off when
     alpha0 < 1) are left out of the Dirichlet, which is then over the active components.
     """
     prior.check_data(params.mu)
-    d = params.d
     m0, _, w0_inv = prior.cast(params.dtype)
     active = params.alpha > 0
     k_active = int(active.sum())
     if k_active > 1:
-        a = params.alpha[active]
-        log_dir = (
-            log_dirichlet_norm(torch.full((k_active,), prior.alpha0, dtype=params.dtype))
-            + (prior.alpha0 - 1) * torch.log(a).sum()
-        )  # B.16
+        log_dir = log_dirichlet_density(torch.log(params.alpha[active]), prior.alpha0)  # B.16
     else:
         log_dir = torch.zeros((), dtype=params.dtype)
-    chol = cholesky(params.cov)  # Σ_k = L Lᵀ, Λ_k = L⁻ᵀ L⁻¹
-    log_det_lambda = -log_det_from_cholesky(chol)
-    chol_inv = inverse_lower(chol)
-    z = (chol_inv @ (params.mu - m0)[..., None])[..., 0]
-    mahal = z.square().sum(-1)  # (μ_k − m0)ᵀ Λ_k (μ_k − m0)
-    trace = torch.einsum("de,kfd,kfe->k", w0_inv, chol_inv, chol_inv)  # tr(W0⁻¹ Λ_k), Λ = L⁻ᵀ L⁻¹
-    log_normal = 0.5 * d * math.log(prior.beta0 / (2 * math.pi)) + 0.5 * log_det_lambda - 0.5 * prior.beta0 * mahal
-    log_wishart = prior.log_wishart_norm0(params.dtype) + 0.5 * (prior.nu0 - d - 1) * log_det_lambda - 0.5 * trace
-    return log_dir + (log_normal + log_wishart).sum()  # B.78
+    prec_chol = precision_cholesky(chol=cholesky(params.cov))  # Λ_k = U_k U_kᵀ, U_k = L_k⁻ᵀ
+    return log_dir + log_normal_wishart_density(params.mu, prec_chol, prior, m0, w0_inv).sum()

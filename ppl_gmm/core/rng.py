@@ -13,6 +13,8 @@ refused by :func:`resolve_seed`, with one message (:data:`SEED_RULE`).
   streams (up to a 2^-bits chance of collision).
 - :func:`spawn_seeds` derives independent child seeds (``numpy.random.SeedSequence.spawn``) for
   restarts, chains and sub-tasks.
+- :func:`torch_generator` is a ``torch.Generator`` of its own seeded with a seed (torch draws that
+  never touch the global generator).
 - :func:`preserved_global_rng` gives the caller back torch's, numpy's and Python's global
   generator states after a block that seeds them (:func:`seed_global_rng`, Pyro's
   ``set_rng_seed`` for any seed size). It holds :data:`GLOBAL_STATE_LOCK` for the whole block.
@@ -41,6 +43,7 @@ __all__ = [
     "generator_seed",
     "seed_global_rng",
     "spawn_seeds",
+    "torch_generator",
     "preserved_global_rng",
 ]
 
@@ -90,6 +93,11 @@ def seed_global_rng(seed: int) -> None:
 def spawn_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent child seeds, a deterministic function of ``seed``."""
     return [int(s.generate_state(1, dtype=np.uint32)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def torch_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (pass it as ``generator=`` to every draw)."""
+    return torch.Generator().manual_seed(generator_seed(seed, 64))  # any seed size (``generator_seed``)
 
 
 @contextlib.contextmanager

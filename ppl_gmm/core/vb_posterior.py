@@ -24,7 +24,13 @@ from .gaussian import LOG_2PI, mahalanobis_sq, normalise_log
 from .gmm import check_gamma, elbo_from_log_weights
 from .linalg import checked_cholesky, inverse_from_cholesky, log_det_from_cholesky, precision_cholesky
 from .params import GMMParams
-from .priors import NormalWishartPrior, expected_log_det, log_dirichlet_norm, log_wishart_norm
+from .priors import (
+    NormalWishartPrior,
+    expected_log_det,
+    log_dirichlet_norm,
+    log_wishart_norm,
+    normal_wishart_from_noise,
+)
 from .rng import resolve_seed
 from .validation import ArrayLike, as_data, check_int
 
@@ -274,8 +280,9 @@ def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed: int 
 
     α ~ Dir(alpha); Λ_k ~ W(W_k, nu_k) by the Bartlett decomposition Λ = B Bᵀ, B = chol(W_k) A,
     A lower triangular with A_dd = sqrt(χ²(nu_k − d + 1)) and A_de ~ N(0, 1) below the diagonal;
-    μ_k = m_k + beta_k^{−½} B⁻ᵀ ε, ε ~ N(0, I), so Cov[μ_k | Λ_k] = (beta_k Λ_k)⁻¹.  Every draw
-    flows from ``numpy.random.default_rng(seed)``: the same seed gives the same bits.
+    μ_k = m_k + beta_k^{−½} B⁻ᵀ ε, ε ~ N(0, I), so Cov[μ_k | Λ_k] = (beta_k Λ_k)⁻¹
+    (``priors.normal_wishart_from_noise``, shared with ``inference.gibbs``).  Every draw flows from
+    ``numpy.random.default_rng(seed)``: the same seed gives the same bits.
     """
     num_samples = check_int(num_samples, "num_samples", 1)
     rng = np.random.default_rng(resolve_seed(seed))
@@ -287,16 +294,14 @@ def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed: int 
     a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(np.broadcast_to(dfs, (s, k, d))))
     eps = rng.standard_normal((s, k, d))
     chol_w = torch.linalg.cholesky(posterior.W.double())  # (K, D, D)
-    b = chol_w[None] @ torch.from_numpy(a)  # Λ = B Bᵀ, B lower triangular
-    eye = torch.eye(d, dtype=torch.float64).expand(s, k, d, d)
-    b_inv = torch.linalg.solve_triangular(b, eye, upper=False)  # B⁻¹
-    cov = b_inv.transpose(-1, -2) @ b_inv  # Σ = Λ⁻¹ = B⁻ᵀ B⁻¹
-    mu = (
-        posterior.m.double()[None]
-        + (b_inv.transpose(-1, -2) @ torch.from_numpy(eps)[..., None])[..., 0]
-        / torch.sqrt(posterior.beta.double())[None, :, None]
+    _, mu, cov = normal_wishart_from_noise(
+        posterior.m.double()[None],
+        posterior.beta.double()[None],
+        chol_w[None],
+        torch.from_numpy(a),
+        torch.from_numpy(eps),
     )
-    return {"alpha": alpha, "mu": mu.numpy(), "cov": (0.5 * (cov + cov.transpose(-1, -2))).numpy()}
+    return {"alpha": alpha, "mu": mu.numpy(), "cov": cov.numpy()}
 
 
 # --- the bound (PRML 10.70–10.77) ------------------------------------------------------------------

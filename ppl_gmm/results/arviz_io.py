@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..core.gaussian import logsumexp_rows
-from ..core.gmm import log_gaussian
+from ..core.errors import DegenerateComponentError, MultimodalityWarning
+from ..core.gaussian import log_gaussian_prec
+from ..core.linalg import checked_cholesky, precision_cholesky
 from ..core.params import GMMParams
 from ..core.rng import resolve_seed, spawn_seeds
 from ..core.threads import limited_threads
 from ..core.validation import ArrayLike, as_data
 from ..core.vb_posterior import sample_posterior
+from .matching import relabel, switch_fraction
 
 if TYPE_CHECKING:
     import os
@@ -64,7 +66,12 @@ __all__ = [
     "fit_to_inference_data",
     "vb_to_inference_data",
     "nuts_to_inference_data",
+    "mcmc_to_inference_data",
     "draws_to_inference_data",
+    "relabel_chains",
+    "diagnose_modes",
+    "chain_separation",
+    "LABEL_RULE",
     "summary",
     "diagnostics",
     "loo",
@@ -109,15 +116,27 @@ def fit_to_inference_data(fit: _PointFit) -> InferenceData:
 
 # --- builders -------------------------------------------------------------------------------------
 def pointwise_log_likelihood(x: np.ndarray, alpha: np.ndarray, mu: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """(M, N) matrix ln Σ_k α_k N(x_i | μ_k, Σ_k) for M draws (eq. 26 per point), via
-    ``core.gmm.log_gaussian`` (precision Cholesky factors, log space)."""
+    """(M, N) matrix ln Σ_k α_k N(x_i | μ_k, Σ_k) for M draws (eq. 26 per point): the draws' M·K
+    components as one stack (``core.gaussian.log_gaussian_prec`` through precision Cholesky factors,
+    log space), in blocks of draws that keep the (N, draws, K) temporary near 2²¹ numbers."""
     xt = torch.as_tensor(x, dtype=torch.float64)
-    out = np.empty((alpha.shape[0], x.shape[0]))
+    m_all, k, d = mu.shape
+    n = x.shape[0]
+    out = np.empty((m_all, n))
     with np.errstate(divide="ignore"):
-        log_alpha = np.log(alpha)
-    for m in range(alpha.shape[0]):
-        lg = log_gaussian(xt, torch.from_numpy(mu[m]), torch.from_numpy(cov[m]))
-        out[m] = logsumexp_rows(lg.add_(torch.from_numpy(log_alpha[m]))).numpy()  # eq. 26, per point
+        log_alpha = torch.from_numpy(np.log(alpha))
+    step = max(1, (1 << 21) // max(1, n * k))
+    for s in range(0, m_all, step):
+        e = min(s + step, m_all)
+        cov_b = torch.from_numpy(np.ascontiguousarray(cov[s:e])).reshape(-1, d, d)
+        chol, bad = checked_cholesky(cov_b)
+        if bad is not None:
+            raise DegenerateComponentError(bad % k, f"in posterior draw {s + bad // k}")
+        lg = log_gaussian_prec(
+            xt, torch.from_numpy(np.ascontiguousarray(mu[s:e])).reshape(-1, d), precision_cholesky(chol=chol)
+        )
+        wlp = lg.view(n, e - s, k).add_(log_alpha[s:e])  # ln α_k + ln N(x_i | μ_k, Σ_k)
+        out[s:e] = torch.logsumexp(wlp, dim=2).T.numpy()  # eq. 26, per point
     return out
 
 
@@ -219,6 +238,188 @@ def nuts_to_inference_data(
     return idata
 
 
+# --- MCMC: one common labelling for all chains, and chains in different modes ----------------------
+LABEL_RULE = (
+    "post-hoc relabelling of all chains to one common reference: every draw permuted by Hungarian matching of "
+    "its means to the reference (Mahalanobis distance under the reference's pooled covariance); reference = the "
+    "sampler's start (fit_nuts: chain 0's MAP) or else the draw with the highest log-likelihood, ordered by the "
+    "first coordinate of mu, then the posterior mean of the relabelled draws of all chains (ordered the same "
+    "way), matching repeated once"
+)
+
+
+def mcmc_to_inference_data(
+    posterior: dict,
+    sample_stats: dict,
+    x: ArrayLike,
+    *,
+    attrs: dict | None = None,
+    seed: int | None = None,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    relabel: bool = True,
+    mode_threshold: float = 3.0,
+    stacklevel: int = 2,
+) -> InferenceData:
+    """The ``InferenceData`` of an MCMC sampler from its raw (not relabelled) draws ``alpha`` (C, S, K),
+    ``mu`` (C, S, K, D), ``cov`` (C, S, K, D, D): all five groups (:func:`draws_to_inference_data`),
+    every chain relabelled to one common reference and the modes checked (:func:`relabel_chains`),
+    then R-hat and ESS of the relabelled draws in ``attrs`` (:func:`diagnostics`).  ``reference``:
+    (mu (K, D), cov (K, D, D)) to start the matching from (``None``: the best draw).  ``relabel=False``
+    keeps the draws' labels (a sampler whose labels are fixed by construction, e.g. ordered means)
+    and only records the diagnostics.  ``stacklevel``: of the warning, as in ``warnings.warn``, counted
+    from the caller of this function."""
+    idata = draws_to_inference_data(posterior, x=x, sample_stats=sample_stats, attrs=attrs, seed=seed)
+    _relabel(idata, reference, apply=relabel)
+    diagnose_modes(idata, threshold=mode_threshold, stacklevel=stacklevel + 1)
+    return idata
+
+
+def relabel_chains(
+    idata: InferenceData,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    mode_threshold: float = 3.0,
+    warn: bool = True,
+) -> InferenceData:
+    """A copy of ``idata`` with every chain relabelled to one common reference (:data:`LABEL_RULE`,
+    ``matching.relabel`` over the draws of all chains together), then :func:`diagnose_modes`.
+
+    Records ``sample_stats.label_switch`` (chain, draw): the draw's stored labels were permuted;
+    ``attrs``: ``label_switch_fraction_per_chain`` (its mean per chain: 1 for a chain that sat in a
+    permuted labelling throughout, e.g. a sampler's own arbitrary order), ``label_switch_within_chain``
+    (per chain, the fraction of draws whose permutation differs from the chain's most frequent one:
+    the sampler switched labels during the run), ``label_switch_fraction`` (the same over all chains),
+    ``r_hat_max_unrelabelled`` and the R-hat / ESS of the relabelled draws (:func:`diagnostics`).
+    ``reference``: (mu (K, D), cov (K, D, D)) to start from; ``None``: the draw with the highest
+    log-likelihood (or chain 0's last draw without a ``log_likelihood`` group).
+    """
+    out = idata.copy()
+    _relabel(out, reference)
+    diagnose_modes(out, threshold=mode_threshold, warn=warn, stacklevel=3)
+    return out
+
+
+def _relabel(idata: InferenceData, reference: tuple[np.ndarray, np.ndarray] | None, apply: bool = True) -> None:
+    post = idata.posterior  # type: ignore[attr-defined]
+    alpha, mu, cov = (np.asarray(post[v].values, dtype=np.float64) for v in ("alpha", "mu", "cov"))
+    c, s, k = alpha.shape
+    before = _r_hat_max(idata)
+    perms = np.broadcast_to(np.arange(k), (c, s, k))
+    if apply:
+        if reference is None:  # the draw with the highest ln p(X | θ), eq. 26
+            best: tuple = (0, s - 1)
+            if "log_likelihood" in idata.groups():
+                total = idata.log_likelihood["x"].values.sum(-1)  # type: ignore[attr-defined]
+                best = np.unravel_index(np.argmax(total), total.shape)
+            reference = (mu[best], cov[best])
+        flat = lambda a: a.reshape((c * s,) + a.shape[2:])
+        a_r, m_r, c_r, flat_perms = relabel(flat(alpha), flat(mu), flat(cov), *reference)
+        for name, value in (("alpha", a_r), ("mu", m_r), ("cov", c_r)):
+            post[name] = (post[name].dims, value.reshape(post[name].shape))
+        perms = flat_perms.reshape(c, s, k)
+    switched = (perms != np.arange(k)).any(-1)
+    if "sample_stats" in idata.groups():
+        idata.sample_stats["label_switch"] = (("chain", "draw"), switched)  # type: ignore[attr-defined]
+    else:
+        import arviz as az
+
+        with _quiet():
+            idata.add_groups(sample_stats=az.convert_to_dataset({"label_switch": switched}))
+    idata.attrs.setdefault("label_rule", LABEL_RULE)
+    idata.attrs.update(
+        {
+            "label_switch_fraction": switch_fraction(perms),
+            "label_switch_fraction_per_chain": [float(f) for f in switched.mean(1)],
+            "label_switch_within_chain": [switch_fraction(perms[i : i + 1]) for i in range(c)],
+            "r_hat_max_unrelabelled": before,
+        }
+    )
+    idata.attrs.update(diagnostics(idata))
+
+
+def _r_hat_max(idata: InferenceData, var_names: Sequence[str] = ("alpha", "mu", "cov")) -> float:
+    import arviz as az
+
+    post = idata.posterior  # type: ignore[attr-defined]
+    if post.sizes["chain"] < 2 or post.sizes["draw"] < 4:
+        return float("nan")
+    with _quiet(), np.errstate(invalid="ignore", divide="ignore"):
+        r_hat = az.rhat(post[list(var_names)])
+    return _worst([r_hat[v].values for v in r_hat.data_vars], np.nanmax)
+
+
+def _worst(arrays: list, f: Callable[..., Any]) -> float:
+    """``f`` (nanmin / nanmax) over every finite-or-infinite entry of ``arrays``; NaN when all are NaN
+    (e.g. R-hat of alpha for K = 1, constant)."""
+    values = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.empty(0)
+    values = values[~np.isnan(values)]
+    return float(f(values)) if values.size else float("nan")
+
+
+def chain_separation(draws: np.ndarray) -> tuple[float, tuple[int, ...]]:
+    """How far apart the chains of ``draws`` (C, S, *shape) sit: for every scalar, the spread of the
+    per-chain means (max − min) in units of the pooled within-chain sd (√ of the mean of the chains'
+    variances, R-hat's W); returns the largest over the scalars and its index in ``shape``.
+    (0.0, ()) with fewer than 2 chains or 2 draws; a scalar constant within every chain counts 0 if
+    its chain means agree and ∞ if not."""
+    c, s = draws.shape[:2]
+    if c < 2 or s < 2:
+        return 0.0, ()
+    flat = draws.reshape(c, s, -1)
+    means = flat.mean(1)
+    spread = means.max(0) - means.min(0)
+    pooled = np.sqrt(flat.var(1, ddof=1).mean(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(spread == 0, 0.0, spread / pooled)
+    j = int(np.argmax(z))
+    return float(z[j]), tuple(int(i) for i in np.unravel_index(j, draws.shape[2:]))
+
+
+def diagnose_modes(
+    idata: InferenceData, *, threshold: float = 3.0, warn: bool = True, stacklevel: int = 2
+) -> dict[str, Any]:
+    """Whether the chains of ``idata`` (already relabelled to one reference) settled in different
+    modes, recorded in ``idata.attrs`` and returned:
+
+    - ``mode_separation_mu``: :func:`chain_separation` of mu (the largest spread of a component
+      mean's chain means, in pooled posterior sds), ``mode_separation_mu_at`` its (component, feature);
+    - ``mode_separation_loglik``: the same for the total log-likelihood Σ_i ln p(x_i | θ) per draw
+      (label-invariant: it sees modes that relabelling could hide); ``chain_mean_log_likelihood``;
+    - ``chains_disagree``: 1 when either exceeds ``threshold`` (default 3 sds: with ESS ≥ 10 per
+      chain, chains in one mode differ by about 0.5 sd), else 0.
+
+    With ``warn`` a :class:`~ppl_gmm.core.errors.MultimodalityWarning` says so: R-hat across such
+    chains measures which mode each chain found, not convergence within one mode.
+    """
+    mu = np.asarray(idata.posterior["mu"].values)  # type: ignore[attr-defined]
+    sep_mu, at = chain_separation(mu)
+    result: dict[str, Any] = {"mode_separation_mu": sep_mu, "mode_separation_mu_at": list(at)}
+    if "log_likelihood" in idata.groups():
+        total = np.asarray(idata.log_likelihood["x"].values).sum(-1)  # type: ignore[attr-defined]
+        result["mode_separation_loglik"] = chain_separation(total)[0]
+        result["chain_mean_log_likelihood"] = [float(v) for v in total.mean(1)]
+    sep_ll = result.get("mode_separation_loglik", 0.0)
+    disagree = sep_mu > threshold or sep_ll > threshold
+    result.update({"chains_disagree": int(disagree), "mode_threshold": float(threshold)})
+    idata.attrs.update(result)
+    if disagree and warn:
+        import warnings
+
+        lls = result.get("chain_mean_log_likelihood")
+        warnings.warn(
+            f"the {mu.shape[0]} chains settled in different posterior modes: with their labels matched "
+            f"(attrs['label_rule']), the chain means of mu{list(at)} differ by {sep_mu:.1f} pooled posterior sds "
+            f"and the mean log-likelihoods by {sep_ll:.1f} (threshold {threshold:g}"
+            + (f"; chain mean log-likelihoods {np.round(lls, 1).tolist()}" if lls else "")
+            + "). R-hat across these chains measures which mode each chain found, not convergence. Look at the "
+            "chains separately (idata.posterior.sel(chain=c)), report the modes (and their log-likelihoods), "
+            "or run more chains for longer.",
+            MultimodalityWarning,
+            stacklevel=stacklevel,
+        )
+    return result
+
+
 def vb_to_inference_data(
     vbfit: _PosteriorFit, num_samples: int = 1000, seed: int | None = None, x: ArrayLike | None = None
 ) -> InferenceData:
@@ -265,7 +466,7 @@ def diagnostics(idata: InferenceData, var_names: Sequence[str] = ("alpha", "mu",
         r_hat = az.rhat(post) if several else None
 
     def worst(ds: xr.Dataset, f: Callable[..., Any]) -> float:
-        return float(f([f(ds[v].values) for v in ds.data_vars]))
+        return _worst([ds[v].values for v in ds.data_vars], f)
 
     return {
         "ess_bulk_min": worst(ess_bulk, np.nanmin),

@@ -9,7 +9,7 @@ makes the match independent of the data's units.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,8 +17,18 @@ import torch
 from ..core.params import GMMParams
 
 if TYPE_CHECKING:
-    from .gmm_fit import GMMFit
-    from .vb_fit import VBFit
+    from typing import Protocol, TypeAlias
+
+    # GMMFit and VBFit import arviz_io, which imports this module: their types here are structural
+    class _PointFit(Protocol):
+        @property
+        def params(self) -> GMMParams: ...
+
+    class _PosteriorFit(Protocol):
+        @property
+        def posterior(self) -> Any: ...
+
+    _Fitted: TypeAlias = GMMParams | _PointFit | _PosteriorFit
 
 __all__ = ["match_means", "align", "relabel", "order_by_first_coordinate", "switch_fraction"]
 
@@ -49,7 +59,7 @@ def _means_and_cov(obj) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise TypeError(f"align() needs GMMParams or a fit, got {type(obj).__name__}")
 
 
-def align(reference: GMMParams | GMMFit | VBFit, other: GMMParams | GMMFit | VBFit) -> torch.Tensor:
+def align(reference: _Fitted, other: _Fitted) -> torch.Tensor:
     """The permutation ``perm`` (LongTensor (K,)) with ``other.params.permute(perm)`` lined up
     with ``reference`` (either a GMMParams, a GMMFit or a VBFit): :func:`match_means` of the means,
     distances in the reference's pooled covariance."""
