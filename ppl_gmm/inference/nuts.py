@@ -74,17 +74,11 @@ from ..core.validation import ArrayLike, as_data, check_bool, check_int, check_k
 from ..ppl.bayes import bayes_gmm_model
 from ..ppl.potential import SITE, BayesGMMPotential
 from ..results import arviz_io
-from ..results.matching import relabel, switch_fraction
 from .map import fit_map
 
 __all__ = ["fit_nuts", "loo_elpd", "LABEL_RULE", "LABEL_RULE_ORDERED", "BACKENDS", "CHAIN_METHODS", "sample_stat_names"]
 
-LABEL_RULE = (
-    "post-hoc relabelling: every draw permuted by Hungarian matching of its means to a reference "
-    "(Mahalanobis distance under the reference's pooled covariance); reference = chain 0's MAP start "
-    "ordered by the first coordinate of mu, then the posterior mean of the relabelled draws (ordered "
-    "the same way), matching repeated once"
-)
+LABEL_RULE = arviz_io.LABEL_RULE  # one common labelling for all chains (results.arviz_io.relabel_chains)
 
 LABEL_RULE_ORDERED = (
     "ordered means: mu[0, 0] < mu[1, 0] < ... < mu[K-1, 0] in every draw by construction (ordered transform on the "
@@ -486,24 +480,13 @@ def fit_nuts(
 
 
 def _assemble(x, k, prior, chains, results, wall, seed, ppc_seed, backend, ordered):
-    num_chains, num_samples = len(chains), chains[0].num_samples
     draws = [r["samples"] for r in results]
     stats = [r["record"] for r in results]
     reference = results[0]["start"]
     alpha = np.stack([d["alpha"] for d in draws])
     mu = np.stack([d["mu"] for d in draws])
     cov = _covariances(np.stack([d["Lambda"] for d in draws]))
-    c, s = num_chains, num_samples
-    if ordered:
-        posterior = {"alpha": alpha, "mu": mu, "cov": cov}
-        switch = 0.0
-    else:
-        flat = lambda a: a.reshape((c * s,) + a.shape[2:])
-        a_r, m_r, c_r, perms = relabel(
-            flat(alpha), flat(mu), flat(cov), reference.mu.double().numpy(), reference.cov.double().numpy()
-        )
-        posterior = {"alpha": a_r.reshape(alpha.shape), "mu": m_r.reshape(mu.shape), "cov": c_r.reshape(cov.shape)}
-        switch = switch_fraction(perms.reshape(c, s, k))
+    posterior = {"alpha": alpha, "mu": mu, "cov": cov}  # raw labels: relabelled by arviz_io
     sample_stats = {name: np.array([st[name] for st in stats]) for name in sample_stat_names}
     per_chain = [int(v) for v in sample_stats["diverging"].sum(1)]
     attrs = {
@@ -514,7 +497,6 @@ def _assemble(x, k, prior, chains, results, wall, seed, ppc_seed, backend, order
         "chain_seeds": [ch.seed for ch in chains],
         "num_warmup": chains[0].warmup_steps,
         "label_rule": LABEL_RULE_ORDERED if ordered else LABEL_RULE,
-        "label_switch_fraction": switch,
         "num_divergences": int(sum(per_chain)),
         "divergences_per_chain": per_chain,
         "sampling_time": wall,
@@ -524,7 +506,18 @@ def _assemble(x, k, prior, chains, results, wall, seed, ppc_seed, backend, order
         "leapfrog_per_chain": [int(st["leapfrog_total"]) for st in stats],
         "prior": repr(prior),
     }
-    return arviz_io.nuts_to_inference_data(posterior, sample_stats, x.double().numpy(), attrs=attrs, seed=ppc_seed)
+    # every chain relabelled to one common reference (chain 0's MAP start) before R-hat / ESS, the label-switch
+    # fraction per chain recorded, and a MultimodalityWarning if chains settled in different modes
+    return arviz_io.mcmc_to_inference_data(
+        posterior,
+        sample_stats,
+        x.double().numpy(),
+        attrs=attrs,
+        seed=ppc_seed,
+        reference=(reference.mu.double().numpy(), reference.cov.double().numpy()),
+        relabel=not ordered,
+        stacklevel=4,
+    )
 
 
 def _covariances(lam: np.ndarray) -> np.ndarray:

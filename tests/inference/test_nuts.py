@@ -123,6 +123,9 @@ def test_inference_data_layout(sep1d, idata1d):
     assert "Hungarian" in attrs["label_rule"] and attrs["label_rule"] == nuts.LABEL_RULE
     assert attrs["num_divergences"] == int(stats_["diverging"].values.sum())
     assert np.isfinite(attrs["r_hat_max"]) and attrs["r_hat_max"] < 1.1
+    # every chain relabelled to one common reference, the label-switch fraction reported per chain
+    assert len(attrs["label_switch_fraction_per_chain"]) == 2 and len(attrs["label_switch_within_chain"]) == 2
+    assert stats_["label_switch"].shape == (2, 150)
     # the relabelled components are ordered by the first coordinate of μ
     assert post["mu"].values[..., 0, 0].mean() < post["mu"].values[..., 1, 0].mean()
 
