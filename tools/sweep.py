@@ -137,6 +137,9 @@ FITS: dict[str, Callable[..., Any]] = {
     "fit_nuts": lambda x, k=2, **kw: pg.fit_nuts(
         x, k, kw.pop("prior", None) or _prior(x, k), **{"num_samples": 10, "warmup_steps": 10, **kw}
     ),
+    "fit_gibbs": lambda x, k=2, **kw: pg.fit_gibbs(
+        x, k, kw.pop("prior", None) or _prior(x, k), **{"num_samples": 10, "warmup_steps": 10, "num_chains": 2, **kw}
+    ),
 }
 FITS_RAW_PRIOR = {
     "fit_map": lambda x, k=2, **kw: pg.fit_map(x, k, _prior_raw(x, k), **{"max_iter": 50, **kw}),
@@ -152,7 +155,7 @@ def _prior_raw(x, k):
 # --- cases: bad data, k and seeds for every fit ---------------------------------------------------
 for fname, fit in FITS.items():
     raw = FITS_RAW_PRIOR.get(fname, fit)
-    if fname in ("fit_map", "fit_vb", "fit_svi_bayes", "fit_nuts"):
+    if fname in ("fit_map", "fit_vb", "fit_svi_bayes", "fit_nuts", "fit_gibbs"):
         prior_fixed = lambda x, k, fit=fit: fit(
             x, k, prior=pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(2), beta0=0.01, nu0=4.0, W0=np.eye(2))
         )
@@ -285,6 +288,35 @@ for opt, bad in [
     ("max_tree_depth", 0),
 ]:
     add(f"fit_nuts: {opt}={bad!r}", "refuse", lambda o=opt, b=bad: FITS["fit_nuts"](blobs(), 2, **{o: b}), match=opt)
+for opt, bad in [
+    ("num_samples", 0),
+    ("num_samples", 1.5),
+    ("warmup_steps", -1),
+    ("num_chains", 0),
+    ("num_chains", "2"),
+]:
+    add(f"fit_gibbs: {opt}={bad!r}", "refuse", lambda o=opt, b=bad: FITS["fit_gibbs"](blobs(), 2, **{o: b}), match=opt)
+add(
+    "fit_gibbs: prior D=3 for D=2 data",
+    "refuse",
+    lambda: pg.fit_gibbs(
+        blobs(),
+        2,
+        pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3)),
+        num_samples=5,
+        warmup_steps=5,
+    ),
+)
+add("fit_nuts: ordered 2-D", "either", lambda: FITS["fit_nuts"](blobs(), 2, ordered=True, seed=0))
+add("fit_nuts: ordered 1-D", "ok", lambda: FITS["fit_nuts"](pg.datasets.load_galaxies(), 3, ordered=True, seed=0))
+add("fit_nuts: backend bogus", "refuse", lambda: FITS["fit_nuts"](blobs(), 2, backend="bogus"), match="backend")
+add(
+    "fit_nuts: chain_method bogus",
+    "refuse",
+    lambda: FITS["fit_nuts"](blobs(), 2, chain_method="x"),
+    match="chain_method",
+)
+add("fit_nuts: 2 parallel chains, seed 2**70", "ok", lambda: FITS["fit_nuts"](blobs(), 2, num_chains=2, seed=2**70))
 add("fit_nuts: warmup_steps=0", "either", lambda: FITS["fit_nuts"](blobs(), 2, warmup_steps=0, seed=0))
 
 # priors
@@ -620,7 +652,7 @@ def _threads(fname: str):
     return seq
 
 
-for fname in ("fit_cavi", "fit_vb", "fit_svi", "fit_svi_bayes", "fit_nuts"):
+for fname in ("fit_cavi", "fit_vb", "fit_svi", "fit_svi_bayes", "fit_nuts", "fit_gibbs"):
     add(f"threads: 4 x {fname}", "ok", lambda f=fname: _threads(f))
 
 
