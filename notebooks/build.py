@@ -508,7 +508,391 @@ axes[1].set(xlabel="galaxy i", ylabel="Pareto k", title="PSIS-LOO: k > 0.7 marks
     ]
 
 
-NOTEBOOKS = {"01_svi_vs_cavi.ipynb": cells_01, "02_priors_and_bayesian.ipynb": cells_02}
+# --- 03: samplers compared -----------------------------------------------------------------------
+def cells_03() -> list:
+    return [
+        md(r"""
+# Samplers for the full Bayesian GMM, compared
+
+Notebook 02 put the conjugate prior on Θ = (α, μ, Λ) (Λ_k = Σ_k⁻¹) and fitted one NUTS run. This
+notebook compares every way the package has of reaching the posterior
+
+p(α, μ, Λ | X) ∝ Dir(α | alpha0) Π_k W(Λ_k | W0, nu0) N(μ_k | m0, (beta0 Λ_k)⁻¹) · Π_i Σ_k α_k N(x_i | μ_k, Λ_k⁻¹)
+(PRML 10.39–10.40 times eq. 26),
+
+on the galaxies (K = 3) and Old Faithful (K = 2), each with `pg.default_prior`:
+
+| method | call | what it samples or fits |
+|---|---|---|
+| NUTS, Pyro model | `fit_nuts(..., backend="model")` | Z summed out by enumeration; Pyro derives the potential U = −ln p(X, α, μ, Λ) − ln \|J\| from `bayes_gmm_model` through its effect handlers, the gradient by autograd |
+| NUTS, potential | `fit_nuts(...)` (default) | the *same* U on the same unconstrained coordinates (stick-breaking for α, identity for μ, Λ = L Lᵀ with log-diagonal L), written in torch with its gradient derived by hand, traced once |
+| NUTS, ordered μ | `fit_nuts(..., ordered=True)` | the same posterior restricted to μ_1 < μ_2 < … < μ_K (D = 1: galaxies only) |
+| blocked Gibbs | `fit_gibbs(...)` | (α, μ, Λ, z): z \| Θ from the E-step's γ (eq. 20), then α \| z ~ Dir(alpha0 + N_k) and (μ_k, Λ_k) \| z ~ NW (PRML 10.60–10.63 with one-hot γ) |
+| VB | `fit_vb(...)` | the mean-field q(Z) q(α) Π_k q(μ_k, Λ_k) minimising KL(q ‖ p), closed form (PRML §10.2) |
+| Bayesian SVI | `fit_svi_bayes(...)` | the same family, by stochastic gradients of a Monte-Carlo ELBO |
+
+The samplers are judged by the usual numbers (Vehtari et al. 2021), computed by ArviZ in
+`ppl_gmm.results.arviz_io`:
+
+* **R-hat** (rank-normalised split R̂): √ of (pooled variance over all chains) / (mean within-chain variance),
+  on split chains. Near 1 when every chain samples the same distribution; above ~1.01 something differs.
+* **bulk ESS**: the number of independent draws whose mean would have the same Monte Carlo error,
+  S_eff = S / (1 + 2 Σ_t ρ_t) for autocorrelations ρ_t; MCSE = sd / √S_eff. Reported: the smallest
+  over every scalar of α, μ and Σ.
+
+Both assume the chains target *one* distribution in *one* labelling. A mixture posterior has K!
+copies of every mode (relabelling the components changes neither likelihood nor prior), so before
+any R-hat or ESS every chain is relabelled to one common reference (`arviz_io.relabel_chains`:
+Hungarian matching of each draw's means to the reference). Section 3 shows why that matters, and
+that galaxies has a second mode that no relabelling removes.
+"""),
+        code(
+            SETUP
+            + """
+import time
+
+from ppl_gmm.results import arviz_io
+
+data = {"galaxies": (pg.datasets.load_galaxies(), 3), "Old Faithful": (pg.datasets.load_old_faithful(), 2)}
+priors = {name: pg.default_prior(x, k) for name, (x, k) in data.items()}
+# per chain: warm-up, draws; chains.  Parallel NUTS chains run in spawned processes (same draws as sequential).
+nuts = dict(warmup_steps=40, num_samples=60, num_chains=2, chain_method="sequential") if QUICK else \\
+    dict(warmup_steps=500, num_samples=1000, num_chains=2)
+nuts_model = dict(warmup_steps=10, num_samples=10, num_chains=1) if QUICK else \\
+    dict(warmup_steps=200, num_samples=300, num_chains=2)
+gibbs = dict(warmup_steps=100, num_samples=200, num_chains=4) if QUICK else dict(warmup_steps=500, num_samples=1000, num_chains=4)
+svi_steps = {"galaxies": 100, "Old Faithful": 100} if QUICK else {"galaxies": 2000, "Old Faithful": 1000}
+q_draws = 500 if QUICK else 4000  # independent draws from VB's and SVI's q
+for name, (x, k) in data.items():
+    print(f"{name}: N = {len(x)}, D = {np.ndim(x)}, K = {k}")
+print(f"quick mode: {QUICK}")
+"""
+        ),
+        md(r"""
+## 1. Every method on both data sets
+
+All runs use seed 0. NUTS chains start at MAP estimates (`fit_map` from each chain's seed); Gibbs
+chains start from k-means++ labels; VB and SVI start from k-means++. The wall time of every call is
+recorded here but printed only in section 2's marked cell: it is the one output of this notebook
+that changes from run to run.
+"""),
+        code(r"""
+warnings.filterwarnings("ignore", message="Singular sample detected")  # SVI's Monte-Carlo Wishart draws (notebook 02)
+warnings.filterwarnings("ignore", message=".*torch.jit.trace.* is deprecated")  # backend="model", jit=True
+methods = {
+    "NUTS (Pyro model)": lambda name: pg.fit_nuts(*data[name], priors[name], backend="model", seed=0, **nuts_model),
+    "NUTS (potential)": lambda name: pg.fit_nuts(*data[name], priors[name], seed=0, **nuts),
+    "NUTS (ordered μ)": lambda name: pg.fit_nuts(*data[name], priors[name], ordered=True, seed=0, **nuts),
+    "Gibbs": lambda name: pg.fit_gibbs(*data[name], priors[name], seed=0, **gibbs),
+    "VB": lambda name: pg.fit_vb(*data[name], priors[name], seed=0),
+    "Bayesian SVI": lambda name: pg.fit_svi_bayes(*data[name], priors[name], num_steps=svi_steps[name], seed=0),
+}
+MCMC = ("NUTS (Pyro model)", "NUTS (potential)", "NUTS (ordered μ)", "Gibbs")
+fits, seconds = {}, {}
+for name, (x, k) in data.items():
+    fits[name], seconds[name] = {}, {}
+    for method, run in methods.items():
+        if method == "NUTS (ordered μ)" and np.ndim(x) > 1:
+            continue  # the ordered set-up is shown for D = 1
+        start = time.perf_counter()
+        fits[name][method] = run(name)
+        seconds[name][method] = time.perf_counter() - start
+    print(f"{name}: {', '.join(fits[name])}")
+"""),
+        md(r"""
+To compare the methods component by component they need one labelling. Every posterior —
+the MCMC draws and S independent draws from each q — is relabelled to the same reference, the
+posterior mean of the NUTS (potential) run, by `arviz_io.relabel_chains`. Posterior means then
+agree when their difference is within Monte Carlo error; the tolerance is the test suite's,
+4·√(MCSE₁² + MCSE₂²) + 0.1·sd, per scalar of α, μ and Σ. VB and SVI are approximations, not
+samplers: for them the question is how far their means and spreads are from the exact posterior's,
+in posterior standard deviations.
+"""),
+        code(r"""
+post, summ = {}, {}
+for name in data:
+    ref = arviz_io.posterior_mean_params(fits[name]["NUTS (potential)"])
+    reference = (ref.mu.numpy(), ref.cov.numpy())
+    post[name] = {m: arviz_io.relabel_chains(f if m in MCMC else f.to_arviz(num_samples=q_draws, seed=0), reference, warn=False)
+                  for m, f in fits[name].items()}
+    summ[name] = {}
+    for m, p in post[name].items():  # mean, sd, MCSE of the mean per scalar
+        if m in MCMC:
+            summ[name][m] = arviz_io.summary(p, round_to="none")
+        else:  # independent draws from q: MCSE = sd / √S
+            s = arviz_io.summary(p, kind="stats", round_to="none")
+            summ[name][m] = s.assign(mcse_mean=s["sd"] / np.sqrt(q_draws))
+
+for name in data:
+    print(f"{name}: posterior means (and sd of μ), components matched to NUTS (potential)")
+    print(f"  {'method':<18} {'E[α_k]':<24} {'E[μ_k]':<40} {'sd(μ_k)':<30}")
+    for m, p in post[name].items():
+        mu = p.posterior["mu"].values.reshape(-1, *p.posterior["mu"].shape[2:])
+        alpha = p.posterior["alpha"].values.reshape(-1, p.posterior["alpha"].shape[-1])
+        print(f"  {m:<18} {np.array2string(alpha.mean(0), precision=3):<24} {np.array2string(mu.mean(0).ravel(), precision=3):<40} "
+              f"{np.array2string(mu.std(0).ravel(), precision=3):<30}")
+    ref = summ[name]["NUTS (potential)"]
+    for m, s in summ[name].items():
+        if m == "NUTS (potential)":
+            continue
+        tol = 4 * np.hypot(s["mcse_mean"], ref["mcse_mean"]) + 0.1 * ref["sd"]
+        ratio = float(((s["mean"] - ref["mean"]).abs() / tol).max())
+        in_sd = float(((s["mean"] - ref["mean"]).abs() / ref["sd"]).max())
+        mu_rows = [i for i in ref.index if i.startswith("mu")]
+        sd_ratio = s.loc[mu_rows, "sd"] / ref.loc[mu_rows, "sd"]
+        print(f"  {m} vs NUTS (potential): max |Δ mean| / tolerance = {ratio:.2f}; max |Δ mean| / sd = {in_sd:.3f}; "
+              f"sd(μ) / sd_NUTS(μ) in [{sd_ratio.min():.2f}, {sd_ratio.max():.2f}]")
+    print()
+"""),
+        md(r"""
+The NUTS runs and Gibbs agree within Monte Carlo error: they target the same posterior, NUTS with
+Z summed out, Gibbs with Z sampled. VB's means are close too and its spreads smaller: by a few per
+cent on Old Faithful (the mean-field q(Z) q(α) q(μ, Λ) drops the posterior correlation between the
+labels and the parameters, and minimising KL(q ‖ p) under-states variance, PRML §10.1.2), and by
+about half for the fast galaxies component, whose exact posterior has a tail toward the minor mode
+of section 3 that a unimodal q cannot have. Bayesian SVI optimises the same family by stochastic
+gradients and lands on VB. (The long flat tails of the galaxies histograms below — μ_2 toward 15,
+μ_3 toward 22, α_3 toward 0.8 — are the samplers' draws in that minor mode.)
+"""),
+        code(r"""
+colors = {"NUTS (Pyro model)": "C0", "NUTS (potential)": "C1", "NUTS (ordered μ)": "C5", "Gibbs": "C2", "VB": "C3", "Bayesian SVI": "C4"}
+shown = [m for m in colors if m != "NUTS (ordered μ)"]
+fig, axes = plt.subplots(2, 3, figsize=(14, 6))
+p = post["galaxies"]
+for j in range(3):
+    plot.posterior_marginals({m: plot.draws(p[m], "mu", j, 0) for m in shown}, ax=axes[0, j],
+                             colors=[colors[m] for m in shown], xlabel=f"μ_{j + 1} (1000 km/s)")
+    plot.posterior_marginals({m: plot.draws(p[m], "alpha", j) for m in shown}, ax=axes[1, j],
+                             colors=[colors[m] for m in shown], xlabel=f"α_{j + 1}")
+axes[0, 0].legend(frameon=False, fontsize=8)
+fig.suptitle("galaxies, K = 3: posterior marginals of the means (top) and weights (bottom)")
+fig.tight_layout()
+"""),
+        code(r"""
+fig, axes = plt.subplots(2, 3, figsize=(14, 6))
+p = post["Old Faithful"]
+for j in range(2):
+    for f, unit in enumerate(("eruption (min)", "waiting (min)")):
+        plot.posterior_marginals({m: plot.draws(p[m], "mu", j, f) for m in shown}, ax=axes[j, f],
+                                 colors=[colors[m] for m in shown], xlabel=f"μ_{j + 1}: {unit}")
+    plot.posterior_marginals({m: plot.draws(p[m], "alpha", j) for m in shown}, ax=axes[j, 2],
+                             colors=[colors[m] for m in shown], xlabel=f"α_{j + 1}")
+axes[0, 0].legend(frameon=False, fontsize=8)
+fig.suptitle("Old Faithful, K = 2: posterior marginals of the means and weights, component 1 (top), 2 (bottom)")
+fig.tight_layout()
+"""),
+        md(r"""
+## 2. Efficiency: ESS per draw, R-hat, and (separately) per second
+
+The table is the samplers' own `attrs`, computed after each sampler's relabelling (the ordered
+run is not relabelled: its labels are fixed by construction). *ESS per draw* is the smallest bulk
+ESS over all scalars divided by the number of kept draws (chains × draws); *leapfrog / draw* is the
+mean number of gradient evaluations per NUTS transition; *switching* is the fraction of draws whose
+labels the relabelling permuted away from their chain's usual labelling (a label switch during the
+run). All of it is deterministic given the seeds.
+"""),
+        code(r"""
+print(f"{'data':<13} {'method':<18} {'chains×draws':>12} {'bulk ESS':>9} {'ESS/draw':>9} {'tail ESS':>9} {'R-hat':>7} "
+      f"{'divergent':>9} {'leapfrog/draw':>13} {'switching':>9}")
+diag = {}
+for name in data:
+    for m in MCMC:
+        if m not in fits[name]:
+            continue
+        f = fits[name][m]
+        c, s = f.posterior.sizes["chain"], f.posterior.sizes["draw"]
+        d = diag[name, m] = arviz_io.diagnostics(f)
+        nuts_run = m.startswith("NUTS")
+        print(f"{name:<13} {m:<18} {f'{c}×{s}':>12} {d['ess_bulk_min']:>9.0f} {d['ess_bulk_min'] / (c * s):>9.3f} "
+              f"{d['ess_tail_min']:>9.0f} {d['r_hat_max']:>7.4f} "
+              f"{f.attrs['num_divergences'] if nuts_run else '–':>9} "
+              f"{float(f.sample_stats['n_steps'].mean()) if nuts_run else float('nan'):>13.1f} "
+              f"{f.attrs['label_switch_fraction']:>9.4f}")
+"""),
+        md(r"""
+**Wall time (varies from run to run and with the machine's load — the only cell of this notebook
+whose output is not reproducible).** Each entry is the whole public call: for NUTS the MAP starts,
+tracing, warm-up, sampling and the `InferenceData` (log-likelihood, predictive, diagnostics); the two
+NUTS chains run in parallel processes (in quick mode one after the other), Gibbs runs its four
+chains vectorised in one process. VB and SVI give independent draws from q, so their "ESS" is
+simply the number of draws asked for; only their fitting time is shown.
+"""),
+        code(r"""
+print(f"{'data':<13} {'method':<18} {'wall s':>7} {'bulk ESS / s':>12}")
+for name in data:
+    for m, sec in seconds[name].items():
+        ess_s = f"{diag[name, m]['ess_bulk_min'] / sec:12.0f}" if m in MCMC else f"{'–':>12}"
+        print(f"{name:<13} {m:<18} {sec:7.1f} {ess_s}")
+"""),
+        md(r"""
+The hand-written potential evaluates the same U as the Pyro model (the package's tests check value
+and gradient to 1e-10): similar leapfrog steps per draw and the same statistics, at a fraction of
+the cost per step (`benchmarks/bench_nuts.py` measures it under controlled conditions). Gibbs
+needs no gradient and no tuning, and one sweep of all chains at once is a handful of batched
+tensor operations: on these small conjugate problems it gives by far the most effective draws per
+second. Per draw the ranking depends on the data. On Old Faithful NUTS's ESS
+per draw exceeds 1 (long trajectories make successive draws anti-correlated). On galaxies the
+smallest ESS of both samplers belongs to the fast component (μ_3, Σ_3) and is set by their rare
+visits to the minor mode of section 3; it varies severalfold from seed to seed.
+
+## 3. Two kinds of multimodality
+
+A K-component mixture posterior has two kinds of multiple modes:
+
+1. **Label switching**: the K! relabellings of every mode have the same density. They are not
+   different answers, and the relabelling rule maps them onto one another. Without it, chains that
+   start in different labellings give a large R-hat that says nothing about convergence.
+2. **Genuinely different modes**: galaxies with K = 3 has, next to its main mode (components
+   ≈ 9.7, 21.4, 33, the three fast outlying galaxies in a component of their own), a *minor* mode in
+   which those three are absorbed into a broad main component: means ≈ 9.7, 20, 23, ln p(X | Θ)
+   ≈ −214 against −208 on average over the draws (−211.5 against −204.8 at the two MAP estimates).
+   No permutation maps one onto the other.
+
+A very short Gibbs run with two chains shows the second kind: one chain happens to sit in each
+mode. After relabelling, the chains' means of μ and their mean log-likelihoods ln p(X | Θ) (eq. 26,
+label-invariant) differ by many pooled posterior standard deviations, and the package says so with
+a `MultimodalityWarning` (`arviz_io.diagnose_modes`): R-hat across such chains measures *which mode
+each chain found*, not convergence. MAP-EM started from each chain's posterior mean finds the two
+local maxima; MAP-EM from k-means++ — how `fit_nuts` starts its chains — finds either, depending on
+the seed.
+"""),
+        code(r"""
+g, prior_g = data["galaxies"][0], priors["galaxies"]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", pg.MultimodalityWarning)
+    short = pg.fit_gibbs(g, 3, prior_g, num_samples=10, warmup_steps=5, num_chains=2, seed=0)
+for w in caught:
+    print(f"{w.category.__name__}: {w.message}\n")
+print(f"chains_disagree = {short.attrs['chains_disagree']}; separation of the chain means: μ {short.attrs['mode_separation_mu']:.1f}, "
+      f"ln p(X | Θ) {short.attrs['mode_separation_loglik']:.1f} pooled sds (threshold {short.attrs['mode_threshold']:g}); "
+      f"R-hat {short.attrs['r_hat_max']:.2f}")
+modes = {}
+for c in range(2):
+    chain = short.posterior.sel(chain=c)
+    start = pg.GMMParams(chain["alpha"].values.mean(0), chain["mu"].values.mean(0), chain["cov"].values.mean(0))
+    map_fit = modes[c] = pg.fit_map(g, 3, prior_g, init=start)
+    order = np.argsort(map_fit.params.mu[:, 0].numpy())
+    print(f"chain {c}: mean μ {np.array2string(np.sort(chain['mu'].values[..., 0].mean(0)), precision=2)}, "
+          f"mean ln p(X | Θ) {short.attrs['chain_mean_log_likelihood'][c]:.1f} → MAP-EM: μ = "
+          f"{np.array2string(map_fit.params.mu[:, 0].numpy()[order], precision=2)}, α = {np.array2string(map_fit.params.alpha.numpy()[order], precision=3)}, "
+          f"ln p(X | Θ̂) = {float(map_fit.log_likelihood[-1]):.2f}")
+nuts_g = fits["galaxies"]["NUTS (potential)"]
+for c, s in enumerate(nuts_g.attrs["chain_seeds"]):
+    p = pg.fit_map(g, 3, prior_g, seed=s, max_iter=200).params  # fit_nuts's start of chain c
+    print(f"NUTS chain {c} starts at MAP-EM from k-means++ (seed {s}): μ = {np.array2string(np.sort(p.mu[:, 0].numpy()), precision=2)}, "
+          f"ln p(X | Θ) = {float(pg.log_likelihood(g, p)):.2f}")
+"""),
+        md(r"""
+Longer runs move between the two modes. The Gibbs sampler's z-step reassigns every point at once,
+so one sweep can hand the three fast galaxies to the main component, or back; NUTS moves
+(α, μ, Λ) continuously with Z summed out, through the region where the third component's mean
+slides between ≈ 23 and 33. A draw is counted in the minor mode below when no component mean
+exceeds 27 (no component on the three outliers). In the full-size run NUTS chain 1 starts at the
+minor mode's MAP and leaves it during warm-up, and both samplers later enter and leave it; in the
+quick run (40 warm-up steps) that chain is still there, and `diagnose_modes` flags it.
+
+The long Gibbs chains also show label switching of the first kind: each chain starts from its own
+k-means++ labels, so whole chains sit in different permutations (per-chain fraction 1: every draw
+relabelled) and R-hat on the raw labels is far above 1; relabelled to one reference it is ≈ 1.
+"""),
+        code(r"""
+gibbs_g = fits["galaxies"]["Gibbs"]
+traces = {"Gibbs": (gibbs_g, gibbs_g.sample_stats["loglik"].values),  # ln p(X | Θ_t), eq. 26
+          "NUTS (potential)": (nuts_g, nuts_g.log_likelihood["x"].values.sum(-1))}
+minor = {}
+for m, (f, loglik) in traces.items():
+    mu = f.posterior["mu"].values[..., 0]  # (chain, draw, component)
+    minor[m] = mu.max(-1) < 27
+    entries = (np.diff(minor[m].astype(int), axis=1) == 1).sum(1) + minor[m][:, 0]
+    print(f"{m}: draws in the minor mode per chain {minor[m].sum(1).tolist()} of {mu.shape[1]} ({minor[m].mean():.2%} of all), "
+          f"entered {entries.tolist()} times")
+    if minor[m].any() and (~minor[m]).any():
+        print(f"  mean μ (sorted) there {np.array2string(np.sort(mu[minor[m]], -1).mean(0), precision=2)}; mean ln p(X | Θ): "
+              f"minor mode {loglik[minor[m]].mean():.1f}, main mode {loglik[~minor[m]].mean():.1f}")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", pg.MultimodalityWarning)
+    nuts_modes = arviz_io.diagnose_modes(nuts_g)  # fit_nuts does not run this check itself
+print(f"NUTS (potential): chains_disagree = {nuts_modes['chains_disagree']} (separation: μ {nuts_modes['mode_separation_mu']:.2f}, "
+      f"ln p(X | Θ) {nuts_modes['mode_separation_loglik']:.2f} pooled sds){'; MultimodalityWarning' if caught else ''}")
+a = gibbs_g.attrs
+print(f"Gibbs: chains_disagree = {a['chains_disagree']} (separation: μ {a['mode_separation_mu']:.2f}, ln p(X | Θ) {a['mode_separation_loglik']:.2f} pooled sds)")
+print(f"Gibbs R-hat: {a['r_hat_max_unrelabelled']:.4f} before relabelling, {a['r_hat_max']:.4f} after")
+print(f"Gibbs label-switch fraction per chain (permuted to the reference): {a['label_switch_fraction_per_chain']}")
+print(f"Gibbs label switching within each chain (during the run):          {a['label_switch_within_chain']}")
+
+fig, axes = plt.subplots(1, 2, figsize=(14, 3.6), sharey=True)
+for ax, (m, (f, loglik)) in zip(axes, traces.items()):
+    for c in range(loglik.shape[0]):
+        ax.plot(loglik[c], linewidth=0.5, color=f"C{c}", alpha=0.8, label=f"chain {c}")
+        ax.plot(np.flatnonzero(minor[m][c]), loglik[c, minor[m][c]], "v", color=f"C{c}", markersize=4)
+    for fit in modes.values():
+        ax.axhline(float(fit.log_likelihood[-1]), color="k", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="draw", title=f"galaxies, {m}: ln p(X | Θ) per draw (▼ minor mode)")
+    ax.legend(frameon=False, fontsize=8, ncol=4, loc="lower left")
+axes[0].set_ylabel("ln p(X | Θ); dashed: the two MAPs");
+"""),
+        md(r"""
+## 4. The identified set-up: ordered means (D = 1)
+
+For one-dimensional data the labels can be fixed *inside* the sampler instead of after it: sample
+w ∈ R^K and set μ_1 = w_1, μ_k = μ_{k−1} + exp(w_k), so μ_1 < μ_2 < … < μ_K for every w; the
+potential gains the log-Jacobian ln |∂μ/∂w| = Σ_{k≥2} w_k (`fit_nuts(..., ordered=True)`). The
+mixture is exchangeable, so this is the unordered posterior folded onto one labelling (sorted by μ):
+nothing to relabel, no label switching possible, and R-hat and ESS apply directly. It fixes the
+first kind of multimodality only — the minor mode (9.7 < 20 < 23) is ordered too, and is still a
+separate mode.
+
+On galaxies the components are far apart, so sorting and Hungarian relabelling agree, and the
+posterior means coincide. The spread of μ_3 and the ESS differ, and not because of the ordering:
+they are set by how many draws a run spends in the minor mode (where μ_3 ≈ 23–25 instead of 33), a
+rare event whose count varies from run to run. With seed 0 the ordered chains happen not to enter
+it; with other seeds it is the other way round. Ordering removes label switching, not the minor
+mode.
+"""),
+        code(r"""
+ordered, unordered = fits["galaxies"]["NUTS (ordered μ)"], fits["galaxies"]["NUTS (potential)"]
+mu_o = ordered.posterior["mu"].values[..., 0]
+print(f"ordered run: every draw has μ_1 < μ_2 < μ_3: {bool((np.diff(mu_o, axis=-1) > 0).all())}; "
+      f"label rule: {ordered.attrs['label_rule'][:60]}…")
+for label, f in (("unordered, relabelled", unordered), ("ordered μ", ordered)):
+    d = diag["galaxies", "NUTS (potential)" if f is unordered else "NUTS (ordered μ)"]
+    mu = f.posterior["mu"].values[..., 0]
+    print(f"{label:<22}: R-hat {d['r_hat_max']:.4f}, bulk ESS {d['ess_bulk_min']:.0f}, label switching within chains "
+          f"{f.attrs['label_switch_fraction']:.4f}, E[μ] {np.array2string(mu.mean((0, 1)), precision=3)}, "
+          f"sd(μ) {np.array2string(mu.std((0, 1)), precision=3)}, minor-mode draws per chain {(mu.max(-1) < 27).sum(1).tolist()}")
+s_o, s_u = arviz_io.summary(ordered, round_to="none"), summ["galaxies"]["NUTS (potential)"]
+tol = 4 * np.hypot(s_o["mcse_mean"], s_u["mcse_mean"]) + 0.1 * s_u["sd"]
+print(f"ordered vs unordered NUTS: max |Δ mean| / tolerance = {float(((s_o['mean'] - s_u['mean']).abs() / tol).max()):.2f}")
+
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.2))
+for j in range(3):
+    plot.posterior_marginals({"NUTS, relabelled": plot.draws(unordered, "mu", j, 0), "NUTS, ordered μ": plot.draws(ordered, "mu", j, 0),
+                              "Gibbs, relabelled": plot.draws(gibbs_g, "mu", j, 0)},
+                             ax=axes[j], colors=["C1", "C5", "C2"], xlabel=f"μ_{j + 1} (1000 km/s)")
+    axes[j].set_yscale("log")  # the tails: draws in the minor mode
+axes[0].legend(frameon=False, fontsize=8)
+fig.suptitle("galaxies: relabelling after sampling vs ordering inside it (log density)")
+fig.tight_layout()
+"""),
+        md(r"""
+**Summary.** The samplers target one posterior and agree within Monte Carlo error once their draws
+share one labelling; VB and Bayesian SVI get the means, smaller spreads, and none of the minor
+mode. The vectorised Gibbs sampler gives by far the most effective draws per second on these
+conjugate problems; the hand-written potential makes NUTS several times cheaper than the Pyro
+model with the same statistics. Label switching is bookkeeping: relabel before R-hat and ESS, or
+order the means when D = 1. A genuinely different mode is not: galaxies' minor mode holds a small,
+poorly estimated share of the posterior that both samplers visit only now and then, and chains
+that settle in different modes are flagged by a `MultimodalityWarning` instead of being averaged
+into a misleading R-hat (`fit_gibbs` checks by itself; for `fit_nuts` call `arviz_io.diagnose_modes`).
+"""),
+    ]
+
+
+NOTEBOOKS = {
+    "01_svi_vs_cavi.ipynb": cells_01,
+    "02_priors_and_bayesian.ipynb": cells_02,
+    "03_samplers_compared.ipynb": cells_03,
+}
 
 
 def build(name: str):
