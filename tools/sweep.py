@@ -296,17 +296,6 @@ for opt, bad in [
     ("num_chains", "2"),
 ]:
     add(f"fit_gibbs: {opt}={bad!r}", "refuse", lambda o=opt, b=bad: FITS["fit_gibbs"](blobs(), 2, **{o: b}), match=opt)
-add(
-    "fit_gibbs: prior D=3 for D=2 data",
-    "refuse",
-    lambda: pg.fit_gibbs(
-        blobs(),
-        2,
-        pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3)),
-        num_samples=5,
-        warmup_steps=5,
-    ),
-)
 add("fit_nuts: ordered 2-D", "either", lambda: FITS["fit_nuts"](blobs(), 2, ordered=True, seed=0))
 add("fit_nuts: ordered 1-D", "ok", lambda: FITS["fit_nuts"](pg.datasets.load_galaxies(), 3, ordered=True, seed=0))
 add("fit_nuts: backend bogus", "refuse", lambda: FITS["fit_nuts"](blobs(), 2, backend="bogus"), match="backend")
@@ -341,30 +330,9 @@ for label, kw in [
 ]:
     base = {"alpha0": 1.0, "m0": np.zeros(2), "beta0": 0.01, "nu0": 4.0, "W0": W}
     add(f"NormalWishartPrior: {label}", "refuse", lambda kw=kw, base=base: pg.NormalWishartPrior(**{**base, **kw}))
-add(
-    "fit_vb: prior D=3 for D=2 data",
-    "refuse",
-    lambda: pg.fit_vb(blobs(), 2, pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3))),
-    match="",
-)
-add(
-    "fit_map: prior D=3 for D=2 data",
-    "refuse",
-    lambda: pg.fit_map(
-        blobs(), 2, pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3))
-    ),
-)
-add(
-    "fit_nuts: prior D=3 for D=2 data",
-    "refuse",
-    lambda: pg.fit_nuts(
-        blobs(),
-        2,
-        pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3)),
-        num_samples=5,
-        warmup_steps=5,
-    ),
-)
+PRIOR_3D = pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0, W0=np.eye(3))
+for fname in ("fit_map", "fit_vb", "fit_svi_bayes", "fit_nuts", "fit_gibbs"):
+    add(f"{fname}: prior D=3 for D=2 data", "refuse", lambda f=FITS[fname]: f(blobs(), 2, prior=PRIOR_3D))
 add("fit_vb: prior a dict", "refuse", lambda: pg.fit_vb(blobs(), 2, {"alpha0": 1.0}))
 add("default_prior: k=0", "refuse", lambda: pg.default_prior(blobs(), 0))
 add("default_prior: nan data", "refuse", lambda: pg.default_prior(BAD_DATA["nan"], 2))

@@ -236,8 +236,7 @@ def _check_args(
         raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(map(repr, BACKENDS))}")
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"unknown chain_method {chain_method!r}; use one of {', '.join(map(repr, CHAIN_METHODS))}")
-    if not isinstance(ordered, bool):
-        raise TypeError(f"ordered must be True or False, got {ordered!r}")
+    ordered = check_bool(ordered, "ordered")
     if ordered and backend != "potential":
         raise ValueError("ordered=True needs backend='potential' (the ordered transform lives in the potential)")
     if prior.nu0 <= x.shape[1]:
