@@ -450,6 +450,44 @@ axes[1].set_yscale("log")
 axes[1].set_title("E[π_k] after convergence");
 """),
         md(r"""
+### The Dirichlet-process prior beside the finite Dirichlet
+
+`fit_vb(..., weight_prior="dirichlet_process")` replaces Dir(alpha0 1_K) by the Dirichlet process,
+truncated at K sticks (Blei & Jordan 2006): π_k = v_k Π_{j<k} (1 − v_j) with v_k ~ Beta(1, alpha0),
+and q(v_k) = Beta(1 + N_k, alpha0 + Σ_{j>k} N_j). Its concentration is the prior's alpha0
+(scikit-learn's `weight_concentration_prior`). Unlike the symmetric Dirichlet the sticks are
+ordered: a priori E[π_k] decays like (alpha0 / (1 + alpha0))^k, so the DP switches surplus
+components off from the end of the list, while an empty component *before* a busy one keeps a
+share of the stick. Below: K = 10, alpha0 = 1 for both priors and the same Normal-Wishart part
+(m0 = 0, beta0 = 1, W0 = I, nu0 = D) on Old Faithful and the galaxies (both standardised).
+"""),
+        code(r"""
+gs = (g - g.mean()) / g.std()
+dp_data = {"Old Faithful": xs, "galaxies": gs.reshape(-1, 1)}
+dp_fits = {}
+for data_name, xd in dp_data.items():
+    d = xd.shape[1]
+    p10 = pg.NormalWishartPrior(1.0, np.zeros(d), 1.0, float(d), np.eye(d))  # alpha0 = 1: both priors
+    for wp in ("dirichlet", "dirichlet_process"):
+        dp_fits[data_name, wp] = pg.fit_vb(xd, 10, p10, weight_prior=wp, seed=0, max_iter=2000, tol=1e-10)
+print(f"{'data':<13} {'weight prior':<18} {'E[π_k] > 1e-2':>13} {'bound':>10}  E[π_k], component order")
+for (data_name, wp), f in dp_fits.items():
+    w = np.array2string(f.weights.numpy(), formatter={"float": lambda v: f"{v:.2g}"}, max_line_width=200)
+    print(f"{data_name:<13} {wp:<18} {f.n_effective(1e-2):>13d} {float(f.elbo[-1]):>10.3f}  {w}")
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+for ax, data_name in zip(axes, dp_data):
+    for i, wp in enumerate(("dirichlet", "dirichlet_process")):
+        ax.bar(np.arange(10) + (i - 0.5) * 0.4, dp_fits[data_name, wp].weights.numpy(), width=0.4, label=wp)
+    ax.set(yscale="log", ylim=(1e-5, 1), xlabel="component k", ylabel="E[π_k]", title=f"{data_name}: K = 10, alpha0 = 1")
+    ax.legend(frameon=False)
+"""),
+        md(r"""
+On Old Faithful both priors keep the two eruption types; on the galaxies the finite Dirichlet with
+alpha0 = 1 leaves every one of the ten components a share of at least alpha0 / (N + K alpha0),
+while the DP concentrates the mass on a few sticks and lets the tail decay geometrically. The bound
+is higher under the DP on both data sets: read as an approximate log evidence, the data favour it.
+"""),
+        md(r"""
 ## 3. Choosing K on the galaxies data
 
 `select_k` tabulates, over K: BIC of the maximum-likelihood fit (lower is better), the VB bound

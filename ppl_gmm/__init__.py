@@ -25,6 +25,7 @@ __version__ = "0.3.0"
 # public name -> module that defines it (imported on first access)
 _PUBLIC = {
     "GMMParams": "core.params",
+    "as_source": "core.sources",
     "e_step": "core.gmm",
     "m_step": "core.gmm",
     "elbo": "core.gmm",
@@ -39,6 +40,7 @@ _PUBLIC = {
     "DivergenceError": "core.errors",
     "FitFileError": "core.errors",
     "MultimodalityWarning": "core.errors",
+    "ConvergenceWarning": "core.errors",
     "gmm_model": "ppl.model",
     "meanfield_guide": "ppl.model",
     "marginal_model": "ppl.model",
@@ -53,6 +55,8 @@ _PUBLIC = {
     "fit_vb": "inference.vb",
     "fit_svi": "inference.svi",
     "fit_svi_bayes": "inference.svi_bayes",
+    "fit_streaming_vb": "inference.streaming_vb",
+    "StreamingVB": "inference.streaming_vb",
     "fit_nuts": "inference.nuts",
     "fit_gibbs": "inference.gibbs",
     "select_k": "inference.model_selection",
@@ -67,6 +71,7 @@ _MODULES = {
     "inference": "inference",
     "viz": "viz",
     "app": "app",
+    "sklearn": "sklearn",  # scikit-learn estimators (needs the sklearn extra)
     "plot": "viz.plot",
     "figures": "viz.figures",
     "arviz_io": "results.arviz_io",

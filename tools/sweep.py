@@ -134,6 +134,9 @@ FITS: dict[str, Callable[..., Any]] = {
     "fit_svi_bayes": lambda x, k=2, **kw: pg.fit_svi_bayes(
         x, k, kw.pop("prior", None) or _prior(x, k), **{"num_steps": 20, "lr": 0.05, **kw}
     ),
+    "fit_streaming_vb": lambda x, k=2, **kw: pg.fit_streaming_vb(
+        x, k, kw.pop("prior", None) or _prior(x, k), **{"batch_size": 50, "n_passes": 2, **kw}
+    ),
     "fit_nuts": lambda x, k=2, **kw: pg.fit_nuts(
         x, k, kw.pop("prior", None) or _prior(x, k), **{"num_samples": 10, "warmup_steps": 10, **kw}
     ),
@@ -210,6 +213,7 @@ for fname in ("fit_cavi", "fit_map", "fit_vb"):
     )
     add(f"{fname}: init GMMParams D=3 for D=2", "refuse", lambda f=fit: f(blobs(), 2, init=params2(3)))
     add(f"{fname}: init random", "ok", lambda f=fit: f(blobs(), 2, init="random", seed=1))
+    add(f"{fname}: init kmeans", "ok", lambda f=fit: f(blobs(), 2, init="kmeans", seed=1))
     add(f"{fname}: init GMMParams", "ok", lambda f=fit: f(blobs(), 2, init=params2()))
     add(
         f"{fname}: max_iter=0 (the start, then the closing E-step)",
@@ -239,6 +243,32 @@ for ct in ("full", "diag", "tied", "spherical"):
         f"fit_cavi: {ct} x 1e-150", "either", lambda ct=ct: pg.fit_cavi(blobs() * 1e-150, 2, covariance_type=ct, seed=0)
     )
     add(f"fit_cavi: {ct} x 1e150", "either", lambda ct=ct: pg.fit_cavi(blobs() * 1e150, 2, covariance_type=ct, seed=0))
+for label, sw, expect in (  # fit_cavi sample_weight (frequency weights), threads=, device=
+    ("integers", lambda: np.arange(120) % 3, "ok"),
+    ("fractions", lambda: np.linspace(0.1, 2.0, 120), "ok"),
+    ("tiny", lambda: np.full(120, 1e-300), "either"),
+    ("one row only", lambda: np.eye(1, 120)[0], "either"),
+    ("negative", lambda: -np.ones(120), "refuse"),
+    ("nan", lambda: np.full(120, np.nan), "refuse"),
+    ("inf", lambda: np.full(120, np.inf), "refuse"),
+    ("all zero", lambda: np.zeros(120), "refuse"),
+    ("wrong length", lambda: np.ones(7), "refuse"),
+    ("2-D", lambda: np.ones((120, 1)), "refuse"),
+    ("strings", lambda: np.array(["1"] * 120), "refuse"),
+):
+    for ct in ("full", "tied"):
+        add(
+            f"fit_cavi: {ct} sample_weight {label}",
+            expect,
+            lambda sw=sw, ct=ct: pg.fit_cavi(blobs(), 2, covariance_type=ct, sample_weight=sw(), seed=0),
+            match="sample_weight" if expect == "refuse" else "",
+        )
+for bad in (0, -1, 1.5, "2", True):
+    add(f"fit_cavi: threads={bad!r}", "refuse", lambda b=bad: pg.fit_cavi(blobs(), 2, threads=b), match="threads")
+add("fit_cavi: threads=3", "ok", lambda: pg.fit_cavi(blobs(), 2, threads=3, seed=0))
+add("fit_cavi: device='cpu'", "ok", lambda: pg.fit_cavi(blobs(), 2, device="cpu", seed=0))
+add("fit_cavi: device='bogus'", "refuse", lambda: pg.fit_cavi(blobs(), 2, device="bogus"), match="device")
+add("fit_cavi: device=3.5", "refuse", lambda: pg.fit_cavi(blobs(), 2, device=3.5), match="device")
 
 # SVI / NUTS options
 add("fit_svi: num_steps=0", "either", lambda: pg.fit_svi(blobs(), 2, num_steps=0, seed=0))
@@ -277,6 +307,57 @@ for opt, bad in [("num_steps", -1), ("lr", -1.0), ("lr", float("nan"))]:
         lambda o=opt, b=bad: FITS["fit_svi_bayes"](blobs(), 2, **{o: b}),
         match=opt,
     )
+# streaming VB and minibatches in fit_svi_bayes (issue 10, item 4)
+for opt, bad in [
+    ("subsample_size", 0),
+    ("subsample_size", 2.5),
+    ("subsample_size", 121),
+    ("batch_size", 0),
+    ("batch_size", 1.5),
+    ("n_passes", 0),
+    ("kappa", 0.5),
+    ("kappa", 1.5),
+    ("kappa", float("nan")),
+    ("tau", -1.0),
+    ("tau", float("inf")),
+    ("sample_weight", np.ones(119)),
+    ("sample_weight", -np.ones(120)),
+    ("sample_weight", np.full(120, np.nan)),
+    ("sample_weight", np.zeros(120)),
+    ("progress", "yes"),
+]:
+    fname = "fit_svi_bayes" if opt == "subsample_size" else "fit_streaming_vb"
+    add(f"{fname}: {opt}={bad!r}", "refuse", lambda f=FITS[fname], o=opt, b=bad: f(blobs(), 2, **{o: b}), match=opt)
+add("fit_svi_bayes: subsample_size=30", "ok", lambda: FITS["fit_svi_bayes"](blobs(), 2, subsample_size=30, seed=0))
+add("fit_streaming_vb: batch_size > N", "ok", lambda: FITS["fit_streaming_vb"](blobs(), 2, batch_size=10**6, seed=0))
+add("fit_streaming_vb: batch_size 1", "ok", lambda: FITS["fit_streaming_vb"](blobs(), 2, batch_size=1, seed=0))
+add(
+    "fit_streaming_vb: integer weights",
+    "ok",
+    lambda: FITS["fit_streaming_vb"](blobs(), 2, sample_weight=np.arange(120) % 3, seed=0),
+)
+add(
+    "fit_streaming_vb: init VBPosterior",
+    "ok",
+    lambda: pg.fit_streaming_vb(blobs(60), 2, init=FITS["fit_vb"](blobs(60), 2, seed=0).posterior),
+)
+
+
+def _svb(n_total: float = 120) -> Any:
+    return pg.StreamingVB(2, _prior(blobs()), n_total=n_total, seed=0)
+
+
+add(
+    "StreamingVB: covariance diag",
+    "refuse",
+    lambda: pg.StreamingVB(2, _prior(blobs()), n_total=9, covariance_type="diag"),
+    match="full",
+)
+add("StreamingVB: n_total 0", "refuse", lambda: _svb(0), match="n_total")
+add("StreamingVB: bound before update", "refuse", lambda: _svb().bound(blobs()), match="no q yet")
+add("StreamingVB: batch D mismatch", "refuse", lambda: _svb().update(blobs(d=3)), match="D = 3")
+add("StreamingVB: batch nan", "refuse", lambda: _svb().update(BAD_DATA["nan"]), match="NaN")
+add("StreamingVB: update, to_fit", "ok", lambda: _svb(1200).update(blobs(seed=1)).update(blobs(seed=2)).to_fit(blobs()))
 for opt, bad in [
     ("num_samples", 0),
     ("num_samples", 1.5),
@@ -334,6 +415,75 @@ PRIOR_3D = pg.NormalWishartPrior(alpha0=1.0, m0=np.zeros(3), beta0=0.01, nu0=5.0
 for fname in ("fit_map", "fit_vb", "fit_svi_bayes", "fit_nuts", "fit_gibbs"):
     add(f"{fname}: prior D=3 for D=2 data", "refuse", lambda f=FITS[fname]: f(blobs(), 2, prior=PRIOR_3D))
 add("fit_vb: prior a dict", "refuse", lambda: pg.fit_vb(blobs(), 2, {"alpha0": 1.0}))
+for ct in ("full", "diag", "spherical", "tied"):  # fit_vb per covariance type and weight prior (issue 11)
+    for wp in ("dirichlet", "dirichlet_process"):
+        add(
+            f"fit_vb: {ct} {wp}",
+            "ok",
+            lambda ct=ct, wp=wp: FITS["fit_vb"](blobs(), 3, covariance_type=ct, weight_prior=wp),
+        )
+    add(f"fit_vb: {ct} x 1e150", "either", lambda ct=ct: FITS["fit_vb"](blobs() * 1e150, 2, covariance_type=ct))
+    add(f"fit_vb: {ct} k=1 d=1", "ok", lambda ct=ct: FITS["fit_vb"](blobs(d=1), 1, covariance_type=ct))
+add("fit_vb: covariance_type bogus", "refuse", lambda: FITS["fit_vb"](blobs(), 2, covariance_type="bogus"))
+add("fit_vb: weight_prior bogus", "refuse", lambda: FITS["fit_vb"](blobs(), 2, weight_prior="pitman_yor"))
+add("fit_vb: weight_prior None", "refuse", lambda: FITS["fit_vb"](blobs(), 2, weight_prior=None))
+for label, sw, expect in (  # fit_vb sample_weight (frequency weights)
+    ("integers", lambda: np.arange(120) % 3, "ok"),
+    ("fractions", lambda: np.linspace(0.1, 2.0, 120), "ok"),
+    ("one row only", lambda: np.eye(1, 120)[0], "either"),
+    ("negative", lambda: -np.ones(120), "refuse"),
+    ("nan", lambda: np.full(120, np.nan), "refuse"),
+    ("all zero", lambda: np.zeros(120), "refuse"),
+    ("wrong length", lambda: np.ones(7), "refuse"),
+    ("2-D", lambda: np.ones((120, 1)), "refuse"),
+    ("strings", lambda: np.array(["1"] * 120), "refuse"),
+):
+    add(f"fit_vb: sample_weight {label}", expect, lambda sw=sw: FITS["fit_vb"](blobs(), 2, sample_weight=sw()))
+add(
+    "fit_vb: DP concentration 0",
+    "refuse",
+    lambda: pg.fit_vb(
+        blobs(), 2, pg.NormalWishartPrior(0.0, np.zeros(2), 1.0, 3.0, np.eye(2)), weight_prior="dirichlet_process"
+    ),
+)
+for ct in ("full", "diag", "spherical", "tied"):  # fit_map per covariance type, with weights (issues 10, 11)
+    add(f"fit_map: {ct}", "ok", lambda ct=ct: FITS["fit_map"](blobs(), 3, covariance_type=ct, seed=0))
+    add(f"fit_map: {ct} x 1e150", "either", lambda ct=ct: FITS["fit_map"](blobs() * 1e150, 2, covariance_type=ct))
+    add(f"fit_map: {ct} k=1 d=1", "ok", lambda ct=ct: FITS["fit_map"](blobs(d=1), 1, covariance_type=ct))
+    add(
+        f"fit_map: {ct} integer weights",
+        "ok",
+        lambda ct=ct: FITS["fit_map"](blobs(), 2, covariance_type=ct, sample_weight=np.arange(120) % 3, seed=0),
+    )
+    add(
+        f"fit_map: {ct} tiny weights",
+        "either",
+        lambda ct=ct: FITS["fit_map"](blobs(), 2, covariance_type=ct, sample_weight=np.full(120, 1e-300)),
+    )
+add("fit_map: covariance_type bogus", "refuse", lambda: FITS["fit_map"](blobs(), 2, covariance_type="bogus"))
+add(
+    "fit_map: diag with nu0 <= 1 (1-D)",
+    "refuse",
+    lambda: pg.fit_map(blobs(d=1), 2, pg.NormalWishartPrior(1.0, 0.0, 1.0, 0.9, 1.0), covariance_type="diag"),
+    match="nu0 > 1",
+)
+add(
+    "fit_map: diag init with off-diagonal covariances",
+    "refuse",
+    lambda: pg.fit_map(blobs(), 1, init=pg.GMMParams([1.0], [[0, 0]], [[[1, 0.5], [0.5, 1]]]), covariance_type="diag"),
+    match="diagonal",
+)
+for wname, w in {
+    "short": np.ones(119),
+    "negative": -np.ones(120),
+    "nan": np.full(120, np.nan),
+    "inf": np.full(120, np.inf),
+    "all zero": np.zeros(120),
+    "2-D": np.ones((120, 1)),
+    "strings": np.array(["1"] * 120),
+    "complex": np.ones(120, dtype=complex),
+}.items():
+    add(f"fit_map: sample_weight {wname}", "refuse", lambda w=w: FITS["fit_map"](blobs(), 2, sample_weight=w))
 add("default_prior: k=0", "refuse", lambda: pg.default_prior(blobs(), 0))
 add("default_prior: nan data", "refuse", lambda: pg.default_prior(BAD_DATA["nan"], 2))
 add("default_prior: one row", "either", lambda: pg.default_prior(blobs(1), 1))
@@ -419,6 +569,41 @@ add("make_mixture: n=2.5", "refuse", lambda: pg.datasets.make_mixture(2.5, P))
 add("make_mixture: seed 2**70", "ok", lambda: pg.datasets.make_mixture(10, P, seed=2**70))
 add("make_mixture: seed -1", "refuse", lambda: pg.datasets.make_mixture(10, P, seed=-1), match="seed")
 add("make_mixture: params a dict", "refuse", lambda: pg.datasets.make_mixture(10, {"alpha": 1}))
+for _n, _expect in [
+    (-1, "refuse"),
+    (2.5, "refuse"),
+    (2.0, "refuse"),
+    (True, "refuse"),
+    ("3", "refuse"),
+    (0, "ok"),
+    (5, "ok"),
+]:
+    add(f"GMMParams.sample: n={_n!r}", _expect, lambda n=_n: P.sample(n, seed=0), match="" if _expect == "ok" else "n")
+    add(
+        f"GMMFit.sample: n={_n!r}",
+        _expect,
+        lambda n=_n: pg.fit_cavi(X, 2, seed=0).sample(n, seed=0),
+        match="" if _expect == "ok" else "n",
+    )
+    add(
+        f"VBFit.sample: n={_n!r}",
+        _expect,
+        lambda n=_n: pg.fit_vb(X, 2, seed=0).sample(n, seed=0),
+        match="" if _expect == "ok" else "n",
+    )
+add("GMMParams.sample: seed -1", "refuse", lambda: P.sample(3, seed=-1), match="seed")
+add("GMMParams.sample: seed 2**70", "ok", lambda: P.sample(3, seed=2**70))
+add(
+    "posterior_predictive: n=-1",
+    "refuse",
+    lambda: pg.arviz_io.posterior_predictive(pg.fit_vb(X, 2, seed=0).to_arviz(num_samples=2, seed=0), -1),
+    match="n",
+)
+add(
+    "posterior_predictive: n=3",
+    "ok",
+    lambda: pg.arviz_io.posterior_predictive(pg.fit_vb(X, 2, seed=0).to_arviz(num_samples=2, seed=0), 3, seed=0),
+)
 add("select_k: ks empty", "refuse", lambda: pg.select_k(X, []))
 add("select_k: ks with 0", "refuse", lambda: pg.select_k(X, [0, 1]))
 add("select_k: method bogus", "refuse", lambda: pg.select_k(X, [1, 2], method="bogus"), match="method")
@@ -492,7 +677,6 @@ add("load_fit: round trip", "ok", lambda: pg.load_fit(_saved()))
 for label, mut in [
     ("gamma (5,7)", _set("gamma", np.full((5, 7), 1 / 7))),
     ("gamma all nan", _set("gamma", np.full((272, 2), np.nan))),
-    ("gamma missing", _set("gamma", None)),
     ("gamma rows off simplex", _set("gamma", np.full((272, 2), 0.3))),
     ("alpha missing", _set("alpha", None)),
     ("alpha not simplex", _set("alpha", np.array([0.9, 0.9]))),
@@ -598,6 +782,113 @@ add("load_fit: pickled member", "refuse", _pickled_npy_in_zip)
 add("load_fit: header declares 1e12 rows", "refuse", _huge_header)
 add("load_fit: missing file", "refuse", lambda: pg.load_fit("/nonexistent/fit.npz"))
 add("load_fit: a directory", "refuse", lambda: pg.load_fit(tempfile.mkdtemp()))
+add("load_fit: gamma missing (a fit that kept no γ)", "ok", lambda: pg.load_fit(_saved(_set("gamma", None))))
+
+
+# --- data sources and sample weights (issue 10: core.sources, core.evaluate) ------------------------
+def _npy_file(a: np.ndarray, allow_pickle: bool = False) -> str:
+    path = os.path.join(tempfile.mkdtemp(), "x.npy")
+    np.save(path, a, allow_pickle=allow_pickle)
+    return path
+
+
+def _nan_late(n: int = 600_000) -> np.ndarray:
+    """Blobs of n rows (past the first 8 MB block of the validation pass) with a NaN in the last row."""
+    a = np.tile(blobs(1000), (n // 1000, 1))
+    a[-1, 1] = np.nan
+    return a
+
+
+def _dask(a: np.ndarray, chunks: tuple) -> Any:
+    import dask.array as da
+
+    return da.from_array(a, chunks=chunks)
+
+
+BAD_NPY = {
+    "complex": (lambda: np.ones((5, 2), dtype=complex), "complex"),
+    "object": (lambda: np.array([[1.0, "a"], [2.0, 3.0]], dtype=object), "objects"),
+    "strings": (lambda: np.array([["1", "2"], ["3", "4"]]), "strings"),
+    "bool": (lambda: np.ones((5, 2), dtype=bool), "booleans"),
+    "float16": (lambda: np.ones((5, 2), dtype=np.float16), "float16"),
+    "records": (lambda: np.zeros(5, dtype=[("a", "f8"), ("b", "f8")]), "records"),
+    "3-d": (lambda: np.zeros((4, 2, 2)), "3-D"),
+    "empty": (lambda: np.empty((0, 2)), "empty"),
+    "zero columns": (lambda: np.empty((5, 0)), "no columns"),
+    "fortran order": (lambda: np.asfortranarray(blobs()), "Fortran"),
+}
+for label, (make, frag) in BAD_NPY.items():
+    add(f"as_source: npy {label}", "refuse", lambda m=make: pg.as_source(_npy_file(m(), True)), match=frag)
+    add(f"fit_cavi: npy {label}", "refuse", lambda m=make: FITS["fit_cavi"](_npy_file(m(), True)), match=frag)
+add("as_source: not a .npy file", "refuse", lambda: pg.as_source(_csv("1,2\n3,4\n")), match="not a readable .npy")
+add("as_source: missing .npy", "refuse", lambda: pg.as_source("/nonexistent/x.npy"), match="not an existing")
+add("as_source: npy NaN in a later chunk", "refuse", lambda: pg.as_source(_npy_file(_nan_late())), match="599999")
+add(
+    "fit_cavi: npy NaN in a later chunk",
+    "refuse",
+    lambda: FITS["fit_cavi"](np.load(_npy_file(_nan_late()), mmap_mode="r")),
+    match="599999",
+)
+add("as_source: dask NaN in the last chunk", "refuse", lambda: pg.as_source(_dask(_nan_late(3000), (1000, 2))))
+add("as_source: dask chunked along columns", "refuse", lambda: pg.as_source(_dask(X, (50, 1))), match="columns")
+add("fit_cavi: dask chunked along columns", "refuse", lambda: FITS["fit_cavi"](_dask(X, (50, 1))), match="columns")
+add("GMMFit.predict: dask chunked along columns", "refuse", lambda: _fit().predict(_dask(X, (50, 1))), match="columns")
+add("as_source: npy ok", "ok", lambda: pg.as_source(_npy_file(blobs())).summary.mean)
+add("as_source: dask ok", "ok", lambda: pg.as_source(_dask(X, (50, 2))).summary.mean)
+for meth in ("predict_proba", "score_samples", "responsibilities"):
+    add(f"GMMFit.{meth}: npy ok", "ok", lambda m=meth: getattr(_fit(), m)(_npy_file(np.asarray(X))))
+    add(f"GMMFit.{meth}: dask ok", "ok", lambda m=meth: getattr(_fit(), m)(_dask(X, (50, 2))).compute())
+for ct in ("full", "tied"):  # fit_vb over the data sources (issue 10, item 1 for VB)
+    add(f"fit_vb: npy {ct}", "ok", lambda ct=ct: pg.fit_vb(_npy_file(blobs()), 2, covariance_type=ct, seed=0))
+    add(
+        f"fit_vb: dask {ct} DP",
+        "ok",
+        lambda ct=ct: pg.fit_vb(_dask(blobs(), (50, 2)), 2, covariance_type=ct, weight_prior="dirichlet_process"),
+    )
+add(
+    "fit_vb: memmap weighted",
+    "ok",
+    lambda: pg.fit_vb(np.load(_npy_file(blobs()), mmap_mode="r"), 2, sample_weight=np.arange(120) % 3, seed=0),
+)
+add("fit_vb: npy NaN in a later chunk", "refuse", lambda: pg.fit_vb(_npy_file(_nan_late()), 2), match="599999")
+add("fit_vb: dask chunked along columns", "refuse", lambda: pg.fit_vb(_dask(X, (50, 1)), 2), match="columns")
+add("fit_vb: npy D=1 k=1", "ok", lambda: pg.fit_vb(_npy_file(blobs(d=1)[:, 0]), 1, seed=0))
+add("fit_vb: npy x 1e150", "either", lambda: pg.fit_vb(_npy_file(blobs() * 1e150), 2, seed=0))
+for bad in (0, -1, 1.5, True, "2"):
+    add(f"fit_vb: threads={bad!r}", "refuse", lambda b=bad: pg.fit_vb(_npy_file(blobs()), 2, threads=b), match="thread")
+add("fit_vb: threads=3", "ok", lambda: pg.fit_vb(_npy_file(blobs()), 2, threads=3, seed=0))
+add(
+    "VBFit.responsibilities: npy fit",
+    "ok",
+    lambda: pg.fit_vb(_npy_file(blobs()), 2, seed=0).responsibilities(_npy_file(blobs())),
+)
+BAD_WEIGHTS = {
+    "wrong length": (lambda n: np.ones(n - 1), "entries"),
+    "2-d": (lambda n: np.ones((n, 2)), "1-D"),
+    "negative": (lambda n: np.r_[np.ones(n - 1), -1.0], "negative"),
+    "nan": (lambda n: np.r_[np.ones(n - 1), np.nan], "NaN"),
+    "inf": (lambda n: np.r_[np.ones(n - 1), np.inf], "infinite"),
+    "all zero": (lambda n: np.zeros(n), "sums to 0"),
+    "strings": (lambda n: np.array(["1"] * n), "real numbers"),
+    "scalar": (lambda n: np.float64(2.0), "1-D"),
+}
+for label, (make, frag) in BAD_WEIGHTS.items():
+    for where, call in [
+        ("as_source", lambda w: pg.as_source(X, w)),
+        ("as_source npy", lambda w: pg.as_source(_npy_file(np.asarray(X)), w)),
+        ("as_source dask", lambda w: pg.as_source(_dask(X, (50, 2)), w)),
+        ("log_likelihood", lambda w: pg.log_likelihood(X, params2(), sample_weight=w)),
+        ("m_step", lambda w: pg.m_step(X, pg.e_step(X, params2()), sample_weight=w)),
+        ("GMMFit.bic", lambda w: _fit().bic(X, sample_weight=w)),
+        ("fit_cavi", lambda w: FITS["fit_cavi"](X, sample_weight=w)),
+    ]:
+        add(
+            f"{where}: sample_weight {label}",
+            "refuse",
+            lambda c=call, m=make: c(m(len(X))),
+            match=frag,
+        )
+add("log_likelihood: integer weights ok", "ok", lambda: pg.log_likelihood(X, params2(), sample_weight=np.arange(120)))
 
 
 # --- concurrency -----------------------------------------------------------------------------------
@@ -779,6 +1070,169 @@ cli_case("unknown subcommand", "refuse", lambda: ["frobnicate"])
 cli_case("--help", "ok", lambda: ["--help"])
 cli_case("fit --help", "ok", lambda: ["fit", "--help"])
 cli_case("--version", "ok", lambda: ["--version"])
+
+
+# .npy input, --dask, --scheduler (issue 10, item 6); the cluster-starting runs are in tests/app/test_cli_npy.py
+def _npy(array: Any, name: str = "data.npy") -> str:
+    path = os.path.join(tempfile.mkdtemp(), name)
+    with open(path, "wb") as fh:  # np.save(path) would append .npy to another name
+        np.save(fh, array)
+    return path
+
+
+_NPY_ROWS = blobs(40)
+cli_case("npy ok", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--out", os.path.join(tmpdir(), "f.npz")])
+cli_case("npy ok map", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "map"])
+cli_case("npy ok vb (read whole)", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "vb"])
+cli_case("npy ok 1-D float32", "ok", lambda: ["fit", _npy(_NPY_ROWS[:, 0].astype(np.float32)), "-k", "2"])
+cli_case("npy ok int", "ok", lambda: ["fit", _npy((_NPY_ROWS * 100).astype(np.int32)), "-k", "2"])
+cli_case("npy magic, no suffix", "ok", lambda: ["fit", _npy(_NPY_ROWS, "data.bin"), "-k", "2"])
+cli_case("npy strings", "refuse", lambda: ["fit", _npy(np.array(["a", "b", "c"])), "-k", "2"], match="strings")
+cli_case("npy object", "refuse", lambda: ["fit", _npy(np.array([{}], dtype=object)), "-k", "1"])
+cli_case("npy complex", "refuse", lambda: ["fit", _npy(_NPY_ROWS.astype(complex)), "-k", "2"], match="complex")
+cli_case("npy 3-D", "refuse", lambda: ["fit", _npy(np.zeros((4, 2, 2))), "-k", "2"], match="3-D")
+cli_case("npy 0 rows", "refuse", lambda: ["fit", _npy(np.zeros((0, 2))), "-k", "2"], match="N = 0")
+cli_case("npy 0 columns", "refuse", lambda: ["fit", _npy(np.zeros((5, 0))), "-k", "2"])
+cli_case("npy Fortran", "refuse", lambda: ["fit", _npy(np.asfortranarray(_NPY_ROWS)), "-k", "2"], match="Fortran")
+cli_case(
+    "npy NaN in the last row",
+    "refuse",
+    lambda: ["fit", _npy(np.vstack([_NPY_ROWS, [[np.nan, 0.0]]])), "-k", "2"],
+    match="40",
+)
+cli_case("npy CSV text", "refuse", lambda: ["fit", _csv(GOOD, "data.npy"), "-k", "2"], match=".npy")
+cli_case("npy --columns", "refuse", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--columns", "x1"])
+cli_case("npy k > N", "refuse", lambda: ["fit", _npy(_NPY_ROWS), "-k", "41"])
+for _val in ("0", "-1", "1.5", "many", "100000"):
+    cli_case(f"--dask {_val}", "refuse", lambda v=_val: ["fit", _npy(_NPY_ROWS), "-k", "2", "--dask", v])
+for _m in ("svi", "vb", "nuts"):
+    cli_case(
+        f"--dask --method {_m}", "refuse", lambda m=_m: ["fit", _csv(GOOD), "-k", "2", "--dask", "2", "--method", m]
+    )
+cli_case(
+    "--dask and --scheduler", "refuse", lambda: ["fit", _csv(GOOD), "-k", "2", "--dask", "2", "--scheduler", "x:1"]
+)
+cli_case(
+    "--scheduler unreachable",
+    "refuse",
+    lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0.5"],
+    match="cannot connect",
+)
+cli_case("--scheduler malformed", "refuse", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--scheduler", "no port"])
+cli_case("--connect-timeout 0", "refuse", lambda: ["fit", _csv(GOOD), "-k", "2", "--connect-timeout", "0"])
+
+
+# --- scikit-learn estimators (issue 11, item 6: ppl_gmm.sklearn) ------------------------------------
+def _sk(cls: str, **params: Any) -> Any:
+    import ppl_gmm.sklearn as pgsk
+
+    return getattr(pgsk, cls)(**params)
+
+
+for _cls in ("GaussianMixture", "BayesianGaussianMixture"):
+    for _opt, _bad in [
+        ("n_components", 0),
+        ("n_components", 2.5),
+        ("n_components", 10**6),
+        ("covariance_type", "banded"),
+        ("tol", -1.0),
+        ("tol", float("nan")),
+        ("reg_covar", -1.0),
+        ("max_iter", -1),
+        ("n_init", 0),
+        ("init_params", "spectral"),
+        ("warm_start", "yes"),
+        ("verbose", -2),
+        ("verbose_interval", 0),
+        ("method", "nuts"),
+        ("dtype", "int8"),
+        ("random_state", -1),
+        ("random_state", "a"),
+    ]:
+        add(
+            f"{_cls}: {_opt}={_bad!r}",
+            "refuse",
+            lambda c=_cls, o=_opt, b=_bad: _sk(c, **{o: b}).fit(blobs()),
+            match=_opt.split("_")[0],
+        )
+    for _ct in ("full", "tied", "diag", "spherical"):
+        add(
+            f"{_cls}: {_ct} fit",
+            "ok",
+            lambda c=_cls, t=_ct: _sk(c, n_components=2, covariance_type=t, random_state=0).fit(blobs()).score(blobs()),
+        )
+    for _init in ("kmeans", "k-means++", "random", "random_from_data"):
+        add(
+            f"{_cls}: init_params={_init}",
+            "ok",
+            lambda c=_cls, i=_init: _sk(c, n_components=2, init_params=i, random_state=0).fit(blobs()).predict(blobs()),
+        )
+    add(
+        f"{_cls}: random_state 2**70",
+        "ok",
+        lambda c=_cls: _sk(c, n_components=2, random_state=2**70).fit(blobs()).weights_,
+    )
+    add(
+        f"{_cls}: float32",
+        "ok",
+        lambda c=_cls: _sk(c, n_components=2, dtype=np.float32, random_state=0).fit(blobs()).means_,
+    )
+    for _n, _expect in [(0, "refuse"), (-1, "refuse"), (2.5, "refuse"), (True, "refuse"), (3, "ok")]:
+        add(
+            f"{_cls}.sample: n_samples={_n!r}",
+            _expect,
+            lambda c=_cls, n=_n: _sk(c, n_components=2, random_state=0).fit(blobs()).sample(n),
+            match="" if _expect == "ok" else "n_samples",
+        )
+add(
+    "GaussianMixture: weights_init not summing to 1",
+    "refuse",
+    lambda: _sk("GaussianMixture", n_components=2, weights_init=[0.2, 0.2]).fit(blobs()),
+    match="weights_init",
+)
+add(
+    "GaussianMixture: precisions_init not PD",
+    "refuse",
+    lambda: _sk("GaussianMixture", n_components=2, precisions_init=-np.ones((2, 2, 2))).fit(blobs()),
+    match="precisions_init",
+)
+add(
+    "GaussianMixture: method=map diag",
+    "either",
+    lambda: (
+        _sk("GaussianMixture", n_components=2, method="map", covariance_type="diag", random_state=0).fit(blobs()).means_
+    ),
+)
+add(
+    "BayesianGaussianMixture: weight_concentration_prior=0",
+    "refuse",
+    lambda: _sk("BayesianGaussianMixture", weight_concentration_prior=0.0).fit(blobs()),
+    match="weight_concentration_prior",
+)
+add(
+    "BayesianGaussianMixture: degrees_of_freedom_prior=0.5",
+    "refuse",
+    lambda: _sk("BayesianGaussianMixture", degrees_of_freedom_prior=0.5).fit(blobs()),
+    match="degrees_of_freedom_prior",
+)
+add(
+    "BayesianGaussianMixture: covariance_prior not PD",
+    "refuse",
+    lambda: _sk("BayesianGaussianMixture", covariance_prior=-np.eye(2)).fit(blobs()),
+    match="covariance_prior",
+)
+add(
+    "BayesianGaussianMixture: mean_prior wrong D",
+    "refuse",
+    lambda: _sk("BayesianGaussianMixture", mean_prior=[0.0]).fit(blobs()),
+    match="mean_prior",
+)
+add(
+    "BayesianGaussianMixture: N <= D default prior",
+    "refuse",
+    lambda: _sk("BayesianGaussianMixture").fit(blobs(5, 8)),
+    match="covariance_prior",
+)
 
 
 # --- runner ----------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The ``ppl-gmm`` command line (also ``python -m ppl_gmm``).
 
     ppl-gmm fit FILE.csv -k K [--method {cavi,svi,map,vb,nuts}] [--columns C ...] [--no-header] [--out PATH]
+    ppl-gmm fit FILE.npy -k K [--dask N | --scheduler ADDRESS] ...   a memory-mapped .npy, read in blocks
     ppl-gmm demo                      SVI vs CAVI on the shipped Old Faithful data (the main job)
     ppl-gmm figures [--out DIR] [--quick] [--only NAME ...]
 
@@ -11,6 +12,12 @@ file of at most 1 GiB (:data:`~ppl_gmm.app.csv_input.MAX_INPUT_BYTES`) with line
 2**20 characters, a malformed CSV, a non-numeric or missing value, a first row of numbers read as a header
 (use ``--no-header``), a K the data cannot support (:func:`check_k_supported`), or an ``--out``
 path that cannot be written or whose extension does not match the method (:data:`OUT_SUFFIX`).
+A ``.npy`` input (``npy_input``) is memory-mapped and validated by one pass over its blocks (a bad
+dtype or shape, NaN/inf naming the row: exit 2); ``--dask N`` / ``--scheduler ADDRESS``
+(``dask_session``) fit it, or a CSV, as a Dask array chunked by rows on a local cluster of N worker
+processes or an existing one (cavi and map only; an unreachable scheduler: exit 2). A fit that
+stopped at ``--max-iter`` before converging prints one line ``ppl-gmm: warning: ...`` on stderr
+(:class:`~ppl_gmm.core.errors.ConvergenceWarning`).
 Exit code 1: a fit or a figure failed on valid input (still one line). Exit code 130: interrupted.
 Exit code 141 (128 + SIGPIPE, what a shell reports for a process killed by a broken pipe): the
 reader of stdout went away (``ppl-gmm ... | head``); the command stops quietly.
@@ -30,7 +37,10 @@ from typing import NoReturn
 
 import numpy as np
 
+from ..core.errors import ConvergenceWarning, MultimodalityWarning
 from .csv_input import MAX_INPUT_BYTES, MAX_LINE_CHARS, CliError, read_csv
+from .dask_session import DASK_METHODS, check_dask_method, dask_client
+from .npy_input import column_names, in_memory, is_npy, npy_dask_array, open_npy
 
 __all__ = [
     "main",
@@ -43,6 +53,7 @@ __all__ = [
     "MAX_RESTARTS",
     "EXIT_BROKEN_PIPE",
     "check_k_supported",
+    "check_k_rows",
     "check_out_file",
     "check_out_dir",
 ]
@@ -55,6 +66,10 @@ OUT_SUFFIX = {"cavi": ".npz", "svi": ".npz", "map": ".npz", "vb": ".nc", "nuts":
 MAX_RESTARTS = 10_000
 #: The exit code when stdout's reader has gone (128 + SIGPIPE).
 EXIT_BROKEN_PIPE = 141
+#: The most local Dask workers (--dask N).
+MAX_WORKERS = 1024
+#: The package's warnings printed as one line "ppl-gmm: warning: ..." (others keep Python's format).
+ONE_LINE_WARNINGS = (ConvergenceWarning, MultimodalityWarning)
 PROG = "ppl-gmm"
 
 
@@ -213,14 +228,24 @@ def check_k_supported(k: int, x: np.ndarray, method: str, covariance_type: str =
       not need this;
     - map, vb and nuts (the default prior is built from the data covariance): N' >= D + 1.
     """
-    from ..core.validation import check_k
-
     n, d = x.shape
-    k = check_k(k, n)
     distinct = len(np.unique(x + 0.0, axis=0))  # + 0.0: -0.0 and 0.0 are one value
     have = f"the data have {distinct} distinct row{'s' if distinct != 1 else ''}" + (
         f" among N = {n}" if distinct != n else ""
     )
+    return _check_k_counts(k, n, d, distinct, have, method, covariance_type)
+
+
+def check_k_rows(k: int, n: int, d: int, method: str, covariance_type: str = "full") -> int:
+    """:func:`check_k_supported` for data read in blocks (a ``.npy`` or Dask input), counting the
+    N rows instead of the distinct ones (counting those would need the whole data at once)."""
+    return _check_k_counts(k, n, d, n, f"the data have N = {n} row{'s' if n != 1 else ''}", method, covariance_type)
+
+
+def _check_k_counts(k: int, n: int, d: int, distinct: int, have: str, method: str, covariance_type: str) -> int:
+    from ..core.validation import check_k
+
+    k = check_k(k, n)
     if distinct <= k:
         raise CliError(
             f"-k {k} needs more than {k} distinct rows, but {have}: each component could sit on a point of its own "
@@ -245,14 +270,19 @@ def check_k_supported(k: int, x: np.ndarray, method: str, covariance_type: str =
 
 # --- fitting -----------------------------------------------------------------------------------
 def _prior(x, k, alpha0):
-    from ..core.priors import default_prior
+    """default_prior(x, k) (``default_prior_source`` for a source read in blocks), with --alpha0.
+    For a source without --alpha0: None, so that fit_map builds the same prior in its own pass."""
+    import dataclasses
 
+    from ..core.priors import default_prior, default_prior_source
+    from ..core.sources import Source
+
+    if isinstance(x, Source):
+        if alpha0 is None:
+            return None
+        return dataclasses.replace(default_prior_source(x, k), alpha0=alpha0)
     prior = default_prior(x, k)
-    if alpha0 is not None:
-        import dataclasses
-
-        prior = dataclasses.replace(prior, alpha0=alpha0)
-    return prior
+    return prior if alpha0 is None else dataclasses.replace(prior, alpha0=alpha0)
 
 
 def _fit(args, x, prior):
@@ -342,14 +372,64 @@ def _cmd_fit(args) -> int:
         raise CliError(
             f"--covariance-type {args.covariance_type} is for --method cavi; {args.method} fits full covariances"
         )
+    flag = "--dask" if args.dask is not None else "--scheduler" if args.scheduler is not None else None
+    if flag is not None:
+        check_dask_method(args.method, flag)
+    npy = is_npy(args.file)
+    if npy and (args.columns or args.no_header):
+        raise CliError(f"{'--columns' if args.columns else '--no-header'} is for CSV input; a .npy file is fit whole")
     if args.out is not None:
         check_out_file(args.out, args.method, args.file)
-    names, x = read_csv(args.file, args.columns, header=not args.no_header)
+    if flag is None and not npy:
+        names, x = read_csv(args.file, args.columns, header=not args.no_header)
+        check_k_supported(args.k, x, args.method, args.covariance_type)
+        return _fit_and_report(args, names, x if x.shape[1] > 1 else x[:, 0], f"N = {x.shape[0]} rows")
+    if flag is not None:
+        return _fit_on_dask(args, flag, npy)
+    source = open_npy(args.file)  # memory-mapped, validated in one pass over its blocks
+    names = column_names(source.d)
+    if args.method in DASK_METHODS:  # cavi, map: read in blocks, whatever the size
+        check_k_rows(args.k, source.n, source.d, args.method, args.covariance_type)
+        return _fit_and_report(args, names, source, f"N = {source.n} rows, memory-mapped")
+    x = in_memory(source, args.method)
     check_k_supported(args.k, x, args.method, args.covariance_type)
-    data = x if x.shape[1] > 1 else x[:, 0]
-    prior = _prior(data, args.k, args.alpha0) if args.method in ("map", "vb", "nuts") else None  # may refuse x
+    return _fit_and_report(args, names, x if x.shape[1] > 1 else x[:, 0], f"N = {source.n} rows")
+
+
+def _fit_on_dask(args, flag: str, npy: bool) -> int:
+    """--dask N / --scheduler ADDRESS: the data as a Dask array chunked by rows, fit on the cluster."""
+    workers = args.dask or 2  # --scheduler: chunks as for two workers until the cluster answers
+    if npy:
+        names, arr = None, npy_dask_array(args.file, workers)
+        d = arr.shape[1] if arr.ndim == 2 else 1
+        check_k_rows(args.k, arr.shape[0], d, args.method, args.covariance_type)
+    else:
+        names, arr = read_csv(args.file, args.columns, header=not args.no_header)
+        check_k_supported(args.k, arr, args.method, args.covariance_type)
+        d = arr.shape[1]
+    with dask_client(args.dask, args.scheduler, args.connect_timeout) as client:
+        if isinstance(arr, np.ndarray):
+            import dask.array as da
+
+            from .npy_input import chunk_rows
+
+            arr = da.from_array(arr, chunks=(chunk_rows(arr.shape[0], d, workers), d))
+        from ..core.sources import as_source
+
+        source = as_source(arr, name=args.file)  # the validation pass, on the workers
+        if args.dask:
+            where = f"a local Dask cluster of {args.dask} worker{'s' if args.dask != 1 else ''}"
+        else:
+            where = f"the Dask scheduler {args.scheduler} ({len(client.scheduler_info().get('workers', {}))} workers)"
+        what = f"N = {source.n} rows in {len(source.dask_array.chunks[0])} chunks on {where}"
+        return _fit_and_report(args, names or column_names(source.d), source, what)
+
+
+def _fit_and_report(args, names: list[str], data, what: str) -> int:
+    """The prior (map, vb, nuts; may refuse the data), the header line, the fit, its summary, --out."""
+    prior = _prior(data, args.k, args.alpha0) if args.method in ("map", "vb", "nuts") else None
     print(
-        f"{args.file}: N = {x.shape[0]} rows, D = {x.shape[1]} columns ({', '.join(names)}); "
+        f"{args.file}: {what}, D = {len(names)} columns ({', '.join(names)}); "
         f"K = {args.k}, method {args.method}, seed {args.seed}"
     )
     result = _fit(args, data, prior)
@@ -392,6 +472,12 @@ _FIT_EPILOG = f"""\
 input: a UTF-8 CSV file (a byte-order mark is dropped), a regular file of at most {MAX_INPUT_BYTES >> 30} GiB
   with lines of at most {MAX_LINE_CHARS:,} characters. Its first row names the columns; a first row of
   numbers only is refused as a header: pass --no-header to read it as data, columns x1..xD.
+  Or a .npy file (a name ending in .npy, or numpy's magic bytes) of any size: float32, float64 or
+  integers, (N,) or (N, D) in C order, columns x1..xD. cavi and map memory-map it and read it in
+  blocks (NaN/inf refused, naming the row, before the fit); vb, svi and nuts read it whole
+  (at most {MAX_INPUT_BYTES >> 30} GiB).
+dask: --dask N or --scheduler ADDRESS fit the data (CSV or .npy) as a Dask array chunked by rows,
+  where the chunks live; cavi and map only. A .npy is read by the workers from its path.
 K: 1 <= K <= N, and more distinct rows than K for every method; cavi and svi (no prior) need
   at least K (D + 1) distinct rows for full covariances (K + D tied, 2 K diag or spherical);
   map, vb and nuts need D + 1 (their default prior), and their priors keep small clusters
@@ -420,13 +506,16 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser(
         "fit",
-        help="fit a CSV's numeric columns and print a summary",
-        description="Fit a Gaussian mixture to a CSV file's numeric columns and print a summary.",
+        help="fit a CSV's numeric columns or a .npy array and print a summary",
+        description="Fit a Gaussian mixture to a CSV file's numeric columns or a .npy array and print a summary.",
         epilog=_FIT_EPILOG,
         formatter_class=_HelpFormatter,
     )
     f.add_argument(
-        "file", metavar="FILE.csv", help="the data: a CSV file whose first row names the columns (or see --no-header)"
+        "file",
+        metavar="FILE",
+        help="the data: a CSV file whose first row names the columns (or see --no-header), or a .npy file "
+        "(memory-mapped, read in blocks; columns x1..xD)",
     )
     f.add_argument("-k", type=int, required=True, help="number of components K (required; see 'K' below)")
     f.add_argument(
@@ -453,6 +542,28 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=seed, default=0, help=seed_help)
     f.add_argument(
         "--no-progress", action="store_true", help="no progress bar (one is shown only when stderr is a terminal)"
+    )
+    g = f.add_argument_group("Dask (cavi, map): the data as a Dask array chunked by rows")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument(
+        "--dask",
+        type=_integer(1, MAX_WORKERS),
+        metavar="N",
+        help="start a local Dask cluster of N worker processes (one thread each) for the fit; closed on exit "
+        "(default: no Dask)",
+    )
+    x.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="fit on an existing Dask cluster, e.g. tcp://host:8786; a .npy path must be readable by its workers "
+        "(default: no Dask)",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=_real(True),
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on an unreachable --scheduler after this many seconds",
     )
     g = f.add_argument_group("cavi / map / vb")
     g.add_argument(
@@ -535,6 +646,19 @@ def _silence(stream) -> None:
         pass
 
 
+def _one_line_warnings(previous: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints the package's warnings (:data:`ONE_LINE_WARNINGS`)
+    as one line ``ppl-gmm: warning: ...`` on stderr and hands any other to ``previous``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, ONE_LINE_WARNINGS):
+            _report(f"{PROG}: warning: {_one_line(message)}")
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def _report(message: str) -> None:
     try:
         print(message, file=sys.stderr)
@@ -548,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)  # restored by catch_warnings
             code = _main(argv)
         sys.stdout.flush()  # a broken pipe shows here, not in the interpreter's exit
         return code

@@ -27,7 +27,7 @@ from typing import TextIO
 
 import numpy as np
 
-__all__ = ["CliError", "read_csv", "MAX_INPUT_BYTES", "MAX_LINE_CHARS"]
+__all__ = ["CliError", "read_csv", "check_input_file", "size_text", "MAX_INPUT_BYTES", "MAX_LINE_CHARS"]
 
 #: The largest input file read (bytes): 1 GiB. Larger files are refused before anything is read.
 MAX_INPUT_BYTES = 1 << 30
@@ -40,15 +40,19 @@ class CliError(Exception):
     """Bad input: reported as one line on stderr, exit code 2."""
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """``n`` bytes for a message: "1.5 GiB"."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= scale:
             return f"{n / scale:.4g} {unit}"
     return f"{n} bytes"
 
 
-def check_input_file(path: str | os.PathLike[str]) -> None:
-    """Refuse, without opening it, anything but a regular file of at most :data:`MAX_INPUT_BYTES`."""
+def check_input_file(
+    path: str | os.PathLike[str], max_bytes: int | None = MAX_INPUT_BYTES, kind: str = "a CSV file"
+) -> None:
+    """Refuse, without opening it, anything but a regular file of at most ``max_bytes`` (None: any
+    size, for a memory-mapped ``.npy``, which is never loaded whole); ``kind`` names what was expected."""
     if os.fspath(path) == "-":
         raise CliError("reading the data from standard input ('-') is not supported; save it to a file first")
     try:
@@ -62,13 +66,13 @@ def check_input_file(path: str | os.PathLike[str]) -> None:
     except ValueError:  # an embedded NUL byte
         raise CliError(f"{os.fspath(path)!r}: not a valid file name") from None
     if stat.S_ISDIR(st.st_mode):
-        raise CliError(f"{path}: is a directory, not a CSV file")
+        raise CliError(f"{path}: is a directory, not {kind}")
     if not stat.S_ISREG(st.st_mode):
         raise CliError(f"{path}: not a regular file (a device, pipe or socket); save the data to a file first")
-    if st.st_size > MAX_INPUT_BYTES:
+    if max_bytes is not None and st.st_size > max_bytes:
         raise CliError(
-            f"{path}: the file is {_size(st.st_size)}, larger than the limit of {_size(MAX_INPUT_BYTES)} "
-            "(fit a sample of the rows, or call the Python API on the array)"
+            f"{path}: the file is {size_text(st.st_size)}, larger than the limit of {size_text(max_bytes)} "
+            "(save it as .npy, which is read in blocks, or fit a sample of the rows)"
         )
 
 
@@ -83,12 +87,12 @@ def _lines(fh: TextIO, path) -> Iterator[str]:
         number += 1
         if len(line.rstrip("\r\n")) > MAX_LINE_CHARS:
             raise CliError(
-                f"{path}: line {number} is longer than the limit of {_size(MAX_LINE_CHARS)} characters "
+                f"{path}: line {number} is longer than the limit of {size_text(MAX_LINE_CHARS)} characters "
                 "(is it a CSV file?)"
             )
         total += len(line)
         if total > MAX_INPUT_BYTES:
-            raise CliError(f"{path}: the file is larger than the limit of {_size(MAX_INPUT_BYTES)}")
+            raise CliError(f"{path}: the file is larger than the limit of {size_text(MAX_INPUT_BYTES)}")
         yield line
 
 

@@ -13,5 +13,8 @@
                    ln p(Θ), ln B(W, ν), E[ln |Λ|])
 ``vb_posterior``   the variational posterior of PRML §10.2 and its full bound (10.70–10.77)
 ``init``           Θ₀ (k-means++, random) and γ₀
+``sources``        data sources: in memory, ``.npy`` / memmap, h5py / zarr, Dask; sample weights
+``source_checks``  their checks before any work and the one validation pass of the chunked kinds
+``evaluate``       a fitted model's per-row outputs and weighted sums over any source
 =================  ===========================================================================
 """

@@ -12,6 +12,7 @@ __all__ = [
     "DivergenceError",
     "FitFileError",
     "MultimodalityWarning",
+    "ConvergenceWarning",
 ]
 
 
@@ -98,3 +99,12 @@ class MultimodalityWarning(UserWarning):
     """Several MCMC chains settled in different posterior modes (after relabelling, their means or
     mean log-likelihoods differ by several pooled posterior standard deviations): R-hat across the
     chains then measures which mode each chain happened to find, not convergence within one."""
+
+
+class ConvergenceWarning(UserWarning):
+    """A closed-form fit (``fit_cavi``, ``fit_map``, ``fit_vb``) stopped at ``max_iter`` iterations
+    before its stopping rule |Δ objective| / N < ``tol`` was met, as scikit-learn's
+    ``ConvergenceWarning`` (``sklearn.exceptions``) says for its mixtures. Not raised for
+    ``max_iter = 0`` (Θ₀ only was asked for) nor ``tol = 0`` (exactly ``max_iter`` iterations were
+    asked for); with restarts (``n_init``), only when the returned fit did not converge.
+    Silence it with ``warnings.filterwarnings("ignore", category=ppl_gmm.ConvergenceWarning)``."""

@@ -40,6 +40,8 @@ def mahalanobis_sq(x: torch.Tensor, mu: torch.Tensor, prec_chol: torch.Tensor) -
     prec_chol : Tensor, shape (K, D, D)
         Precision factors :math:`U_k` with :math:`\\Sigma_k^{-1} = U_k U_k^\\top`.
 
+    Notes
+    -----
     The difference :math:`x_i - \\mu_k` is formed before the triangular product, so data far
     from the origin (a mean of 1e6) lose no digits to cancellation.
     """

@@ -7,6 +7,11 @@ Model (eq. 15), for :math:`i = 1..N` and :math:`k = 1..K`::
 with the D-dimensional normal log density of ``core.gaussian`` (for D = 1 this is eq. 15's
 ``−½ log(2πσ²) − (x − μ)²/(2σ²)``). Everything is computed in log space through precision
 Cholesky factors (``core.linalg``); the maths is summarised in ``docs/maths.md``.
+
+``sample_weight`` (``log_likelihood``, ``elbo``, ``m_step``) are frequency weights w_i ≥ 0 (checked by
+``core.sources.check_sample_weight``): row i counts w_i times, so every sum over i becomes Σ_i w_i (...)
+and N becomes Σ_i w_i. Integer weights give the answer on the data with each row repeated w_i times; a
+zero weight removes the row. ``None`` is the unweighted computation, unchanged bit for bit.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from .errors import EmptyComponentError
 from .gaussian import LOG_2PI, log_gaussian_prec, logsumexp_rows, normalise_log
 from .linalg import precision_cholesky
 from .params import GMMParams
+from .sources import check_sample_weight
 from .validation import ArrayLike, as_data, check_covariance_type, check_positive
 
 __all__ = [
@@ -109,31 +115,43 @@ def e_step(x: ArrayLike, params: GMMParams) -> torch.Tensor:
     return normalise_log(weighted_log_prob(x, params))[0]  # eq. 20
 
 
-def log_likelihood(x: ArrayLike, params: GMMParams) -> torch.Tensor:
-    """The marginal log-likelihood, eq. 26: Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k).
+def log_likelihood(x: ArrayLike, params: GMMParams, sample_weight: ArrayLike | None = None) -> torch.Tensor:
+    """The marginal log-likelihood, eq. 26: Σ_i log Σ_k α_k N(x_i | μ_k, Σ_k) (weighted: Σ_i w_i log ...).
 
     Parameters
     ----------
     x : array_like, shape (N,) or (N, D)
     params : GMMParams
+    sample_weight : array_like, shape (N,), optional
+        Frequency weights w_i (module docstring).
 
     Returns
     -------
     Tensor
         A scalar.
     """
-    return logsumexp_rows(weighted_log_prob(x, params)).sum()  # eq. 26
+    if sample_weight is None:
+        return logsumexp_rows(weighted_log_prob(x, params)).sum()  # eq. 26
+    x = _coerce(x, params)
+    w = check_sample_weight(sample_weight, x.shape[0]).to(x)
+    lse = logsumexp_rows(weighted_log_prob(x, params))
+    return torch.where(w > 0, w * lse, torch.zeros_like(lse)).sum()  # eq. 26 weighted: Σ_i w_i lse_i
 
 
-def entropy(gamma: torch.Tensor) -> torch.Tensor:
-    """H(q) = −Σ_i Σ_k γ_ik log γ_ik with 0·log 0 = 0 (second term of eq. 18)."""
-    return -torch.special.xlogy(gamma, gamma).sum()
+def entropy(gamma: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    """H(q) = −Σ_i Σ_k γ_ik log γ_ik with 0·log 0 = 0 (second term of eq. 18); with frequency
+    weights w (N,), −Σ_i w_i Σ_k γ_ik log γ_ik."""
+    if w is None:
+        return -torch.special.xlogy(gamma, gamma).sum()
+    return -(torch.special.xlogy(gamma, gamma).sum(1) * w).sum()  # Σ_i w_i H(γ_i)
 
 
-def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
+def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams, sample_weight: ArrayLike | None = None) -> torch.Tensor:
     """The fully expanded ELBO, eq. 18, with every constant::
 
         L(q, Θ) = Σ_i Σ_k γ_ik [log α_k + log N(x_i | μ_k, Σ_k)] − Σ_i Σ_k γ_ik log γ_ik
+
+    (with frequency weights w_i, each row's two terms times w_i).
 
     The first term is E_q[log p(X, Z | Θ)] (eq. 15 under q), the second the
     entropy of q = Π_i Categorical(γ_i) (eq. 17).  0·log 0 = 0, and a term with
@@ -145,6 +163,8 @@ def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
     gamma : array_like, shape (N, K)
         Rows on the simplex (checked).
     params : GMMParams
+    sample_weight : array_like, shape (N,), optional
+        Frequency weights w_i (module docstring).
 
     Returns
     -------
@@ -153,16 +173,19 @@ def elbo(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> torch.Tensor:
     """
     x = _coerce(x, params)
     gamma = check_gamma(gamma, x.shape[0], params.k, params.dtype)
-    return elbo_from_log_weights(gamma, weighted_log_prob(x, params))  # eq. 18
+    w = None if sample_weight is None else check_sample_weight(sample_weight, x.shape[0]).to(x)
+    return elbo_from_log_weights(gamma, weighted_log_prob(x, params), w)  # eq. 18
 
 
-def elbo_from_log_weights(gamma: torch.Tensor, wlp: torch.Tensor) -> torch.Tensor:
+def elbo_from_log_weights(gamma: torch.Tensor, wlp: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """eq. 18 from γ and the log weights ℓ_ik = log α_k + log N(x_i | μ_k, Σ_k) (N, K):
     Σ_ik γ_ik ℓ_ik − Σ_ik γ_ik log γ_ik, with 0·log 0 = 0 and 0·ℓ = 0 even where ℓ = −∞ (α_k = 0).
+    With frequency weights w (N,): Σ_i w_i (Σ_k γ_ik ℓ_ik − Σ_k γ_ik log γ_ik).
 
     The same form is PRML 10.70's data term with ℓ = ln ρ (``core.vb_posterior.lower_bound``)."""
-    expected_log_joint = torch.where(gamma > 0, gamma * wlp, torch.zeros_like(wlp)).sum()
-    return expected_log_joint + entropy(gamma)
+    gw = gamma if w is None else gamma * w[:, None]  # w_i γ_ik
+    expected_log_joint = torch.where(gw > 0, gw * wlp, torch.zeros_like(wlp)).sum()
+    return expected_log_joint + entropy(gamma, w)
 
 
 def elbo_gradients(x: ArrayLike, gamma: ArrayLike, params: GMMParams) -> dict[str, torch.Tensor]:
@@ -274,7 +297,13 @@ def check_nonempty(n_k: torch.Tensor, dtype: torch.dtype | None = None) -> None:
         raise EmptyComponentError(j, float(n_k[j]))
 
 
-def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_covar: float = 0.0) -> GMMParams:
+def m_step(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    covariance_type: str = "full",
+    reg_covar: float = 0.0,
+    sample_weight: ArrayLike | None = None,
+) -> GMMParams:
     """Maximise eq. 18 over Θ for fixed γ: eq. 21 (1-D) and eq. 28 (D-dim).
 
     N_k = Σ_i γ_ik,  α_k = N_k / N,  μ_k = Σ_i γ_ik x_i / N_k,
@@ -293,6 +322,8 @@ def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_co
     covariance_type : {"full", "diag", "spherical", "tied"}
     reg_covar : float
         Added to the diagonal of every covariance.
+    sample_weight : array_like, shape (N,), optional
+        Frequency weights w_i: every γ_ik above becomes w_i γ_ik (module docstring).
 
     Returns
     -------
@@ -308,6 +339,8 @@ def m_step(x: ArrayLike, gamma: ArrayLike, covariance_type: str = "full", reg_co
     x = as_data(x, dtype=gamma.dtype if isinstance(gamma, torch.Tensor) else None)
     n, d = x.shape
     gamma = check_gamma(gamma, n, None, x.dtype)  # rows on the simplex, as elbo and elbo_gradients
+    if sample_weight is not None:
+        gamma = gamma * check_sample_weight(sample_weight, n).to(x)[:, None]  # w_i γ_ik: row i counted w_i times
     n_k = gamma.sum(0)  # eq. 21: N_k
     check_nonempty(n_k)
     mu = (gamma.T @ x) / n_k[:, None]  # eq. 21: μ_k

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .checks import check_int
 from .linalg import cholesky, precision_cholesky
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-__all__ = ["GMMParams"]
+__all__ = ["GMMParams", "draw_mixture"]
 
 
 def _tensor(value, dtype=None, name: str = "value") -> torch.Tensor:
@@ -129,6 +130,29 @@ class GMMParams:
             for a, b in ((self.alpha, other.alpha), (self.mu, other.mu), (self.cov, other.cov))
         )
 
+    # --- the generative process ----------------------------------------------------------------
+    def sample(self, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw n rows (x, z) from the generative process α → Z → X (eq. 15).
+
+        z_i ~ Categorical(α), x_i | z_i = k ~ N(μ_k, Σ_k) = μ_k + L_k ε_i, ε_i ~ N(0, I)
+        (:func:`draw_mixture`). Returns x (n, D) in Θ's dtype and z (n,) LongTensor; n = 0 gives
+        empty tensors of those shapes.
+
+        Parameters
+        ----------
+        n : int
+            Number of draws, an integer >= 0 (bools and floats such as 2.0 are refused).
+        seed : int or None
+            Every draw flows from one ``torch.Generator`` seeded with it (``core.rng``; any
+            non-negative integer, None for OS entropy): the same seed gives the same bits.
+            ``datasets.make_mixture(n, Θ, seed)`` is this draw.
+        """
+        from .rng import resolve_seed, torch_generator
+
+        n = check_int(n, "n", 0)
+        gen = torch_generator(resolve_seed(seed))
+        return draw_mixture(self.alpha, self.mu, self.scale_tril, n, gen)
+
     def as_numpy(self) -> dict[str, np.ndarray]:
         return {"alpha": self.alpha.numpy(), "mu": self.mu.numpy(), "cov": self.cov.numpy()}
 
@@ -138,3 +162,27 @@ class GMMParams:
             f"GMMParams(K={self.k}, D={self.d}, dtype={self.dtype},\n"
             f"  alpha={fmt(self.alpha)},\n  mu={fmt(self.mu)},\n  cov={fmt(self.cov)})"
         )
+
+
+def draw_mixture(
+    alpha: torch.Tensor, mu: torch.Tensor, scale_tril: torch.Tensor, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws (x, z) of eq. 15 from one Θ or from one Θ_i per row, in float64, cast to mu's dtype.
+
+    One Θ: ``alpha`` (K,), ``mu`` (K, D), ``scale_tril`` (K, D, D) (Σ_k = L_k L_kᵀ); z is drawn
+    with ``torch.multinomial(α, n, replacement=True)``. One Θ_i per row (posterior predictive
+    draws, Θ_i ~ q or a posterior): ``alpha`` (n, K), ``mu`` (n, K, D), ``scale_tril`` (n, K, D, D),
+    z_i ~ Cat(α_i). Then ε ~ N(0, I) (n, D) and x_i = μ_{z_i} + L_{z_i} ε_i, all from ``generator``.
+    """
+    d = mu.shape[-1]
+    if n == 0:
+        return torch.empty(0, d, dtype=mu.dtype), torch.empty(0, dtype=torch.long)
+    if alpha.ndim == 1:
+        z = torch.multinomial(alpha.double(), n, replacement=True, generator=generator)  # z_i ~ Cat(α) (eq. 15)
+        rows: tuple[torch.Tensor, ...] = (z,)
+    else:
+        z = torch.multinomial(alpha.double(), 1, generator=generator).squeeze(1)  # z_i ~ Cat(α_i)
+        rows = (torch.arange(n), z)
+    eps = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    x = mu.double()[rows] + torch.einsum("nde,ne->nd", scale_tril.double()[rows], eps)  # x_i ~ N(μ_z, Σ_z) (eq. 15)
+    return x.to(mu.dtype), z

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .checks import check_int
 from .params import GMMParams
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "check_int",
     "check_positive",
     "check_bool",
+    "check_device",
     "resolve_dtype",
     "check_covariance_type",
     "check_init",
@@ -32,6 +34,7 @@ __all__ = [
     "DataScale",
     "UNSCALED",
     "data_scale",
+    "range_scale",
     "COVARIANCE_TYPES",
     "INITS",
 ]
@@ -41,7 +44,7 @@ __all__ = [
 ArrayLike: TypeAlias = npt.ArrayLike | torch.Tensor
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
-INITS = ("kmeans++", "random")
+INITS = ("kmeans++", "kmeans", "random")
 
 
 def resolve_dtype(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.dtype:
@@ -165,17 +168,26 @@ def check_positive(value: float, name: str, allow_zero: bool = False) -> float:
     return v
 
 
-def check_int(value: int, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+def check_device(device: Any, name: str = "device") -> torch.device | None:
+    """``None`` (the data's device), or a ``torch.device`` / device string such as "cpu", "cuda:0"
+    whose backend is available here; anything else refused naming ``name``."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{name} = {device!r} is not a torch device; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name} = {device!r} but torch has no CUDA device here (torch.cuda.is_available() is False)")
+    return dev
 
 
 def check_init(init: Any, k: int, d: int, extra: tuple = ()) -> Any:
-    """``init`` is "kmeans++", "random", a GMMParams of K components on D features, or an instance
-    of one of the ``extra`` types (e.g. ``VBPosterior`` for the VB fits); returned unchanged."""
+    """``init`` is one of :data:`INITS` ("kmeans++", "kmeans", "random"), a GMMParams of K
+    components on D features, or an instance of one of the ``extra`` types (e.g. ``VBPosterior``
+    for the VB fits); returned unchanged."""
     if isinstance(init, str) and init in INITS:
         return init
     if isinstance(init, GMMParams) or (extra and isinstance(init, extra)):
@@ -184,7 +196,7 @@ def check_init(init: Any, k: int, d: int, extra: tuple = ()) -> Any:
                 f"init parameters have K = {init.k}, D = {init.d} but the fit asks for K = {k} on D = {d} data"
             )
         return init
-    names = ", ".join(["'kmeans++'", "'random'", "a GMMParams", *(f"a {t.__name__}" for t in extra)])
+    names = ", ".join([*(repr(i) for i in INITS), "a GMMParams", *(f"a {t.__name__}" for t in extra)])
     raise ValueError(f"unknown init {init!r}; use {names}")
 
 
@@ -273,13 +285,22 @@ def data_scale(x: torch.Tensor, reg_covar: float = 0.0, *, scatter: bool = False
       ``reg_covar`` whose value in x' units (reg_covar / s²) overflows.
     """
     lo, hi = torch.aminmax(x, dim=0)
+    return range_scale(lo, hi, x.shape[0], reg_covar, scatter=scatter)
+
+
+def range_scale(
+    lo: torch.Tensor, hi: torch.Tensor, n: float, reg_covar: float = 0.0, *, scatter: bool = False
+) -> DataScale:
+    """:func:`data_scale` from the column minima ``lo`` and maxima ``hi`` (D,) of the data and its
+    row count ``n`` (Σ_i w_i for frequency-weighted data): the same answer without the data, for
+    sources read in blocks (``core.sources.DataSummary.scale``)."""
     r = float((hi * 0.5 - lo * 0.5).max())  # halves first: no overflow for data near ±max
     if r == 0.0:  # constant data: nothing to scale (k-means++ and the M-step name the problem)
         return UNSCALED
-    fi = torch.finfo(x.dtype)
-    name = "float64" if x.dtype == torch.float64 else "float32"
+    fi = torch.finfo(lo.dtype)
+    name = "float64" if lo.dtype == torch.float64 else "float32"
     j = math.frexp(r)[1]  # r = m 2^j, m in [½, 1)
-    rows = max(0, math.ceil(math.log2(x.shape[0]))) if scatter else 0
+    rows = max(0, math.ceil(math.log2(n))) if scatter else 0
     top = (math.frexp(fi.max)[1] - 4 - rows) // 2  # 510 (float32: 62): 2^rows (2r)² < 2^(2j+2+rows) ≤ max / 4
     bottom = -((-math.frexp(fi.tiny)[1] - 21) // 2)  # -500 (float32: -52): r² ≥ 2^(2j-2) ≥ tiny · 2^20
     remedy = "— fits are scale-equivariant: μ scales with that constant, Σ and reg_covar with its square"
@@ -287,8 +308,8 @@ def data_scale(x: torch.Tensor, reg_covar: float = 0.0, *, scatter: bool = False
         what = f"covariances would be ~{_pow10(2 * math.log10(r))}"
         if scatter:
             what += (
-                f" and the posterior's W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62), sums over N = {x.shape[0]} rows, "
-                f"~{_pow10(2 * math.log10(r) + math.log10(x.shape[0]))}"
+                f" and the posterior's W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62), sums over N = {n:.15g} rows, "
+                f"~{_pow10(2 * math.log10(r) + math.log10(n))}"
             )
         raise ValueError(
             f"the data's scale (~{r:.0e}, the largest half-range of a column) squares past {name}'s range "
@@ -302,7 +323,7 @@ def data_scale(x: torch.Tensor, reg_covar: float = 0.0, *, scatter: bool = False
             f"{fi.tiny:.3g}, or below it, where their digits are lost): multiply the data by a constant such as "
             f"2**{-j} {remedy}"
         )
-    scale = UNSCALED if abs(j) <= SAFE_LOG2[x.dtype] else DataScale(j)
+    scale = UNSCALED if abs(j) <= SAFE_LOG2[lo.dtype] else DataScale(j)
     if not scale.reg_down(reg_covar) <= fi.max:
         raise ValueError(
             f"reg_covar = {reg_covar:g} is ~{_pow10(math.log10(reg_covar) - 2 * math.log10(r))} times the data's "

@@ -1,4 +1,5 @@
-"""The variational posterior of the Bayesian GMM (Bishop, PRML §10.2) and its full bound.
+"""The variational posterior of the Bayesian GMM (Bishop, PRML §10.2) and its full bound, for every
+covariance type and both weight priors.
 
     q(α) q(μ, Λ) = Dir(α | alpha_k) Π_k N(μ_k | m_k, (beta_k Λ_k)⁻¹) W(Λ_k | W_k, nu_k)   (10.57, 10.59)
 
@@ -6,36 +7,79 @@
 E[Λ_k] B.80), the VB E-step for any data (ln ρ 10.46 with 10.64, r 10.49), and the posterior
 predictive Student-t mixture (10.81–10.82, B.68).  ``sample_posterior`` draws from q (Bartlett
 decomposition).  ``lower_bound`` is the full bound L(q) of 10.70, term by term (10.71–10.77, every
-constant); ``_bound_after_m_step`` is the same bound at the M-step optimum, which the VB loop of
+constant); ``bound_after_m_step`` is the same bound at the M-step optimum, which the VB loop of
 ``vb.fit_vb`` evaluates each iteration.
+
+Where each part lives (every name below is importable from here; ``pg.vb_posterior`` is this module):
+
+    core._vb_q            VBPosterior, sample_posterior, log_rho_const, posterior_cholesky
+    core._vb_weights      WEIGHT_PRIORS, the Dirichlet and stick-breaking q(α) (section "Weight priors")
+    core._vb_covariance   vb_prior, restrict_update, prior_constant (section "Covariance types")
+    core._vb_bound        lower_bound, global_terms, weight_terms, bound_after_m_step
+
+Covariance types (scikit-learn's ``BayesianGaussianMixture``, exactly)
+-----------------------------------------------------------------------
+Reading scikit-learn's ``_estimate_wishart_*``, ``_estimate_log_prob`` and ``_compute_lower_bound``
+shows that its four types are one model — the Normal-Wishart mixture above, with the prior
+W(Λ_k | W0_t, nu0) where W0_t⁻¹ is the type's view of W0⁻¹ (:func:`vb_prior`) — and four
+variational families for q(Λ): a Wishart with
+
+    full       any scale W_k                             (PRML 10.62: W_k⁻¹ = M_k)
+    diag       a diagonal scale W_k                      W_k⁻¹ = diag(M_k)
+    spherical  an isotropic scale W_k = w_k I            w_k⁻¹ = tr(M_k) / D
+    tied       one (W, nu) shared by every component     W⁻¹ = (1/K) Σ_k M_k,  nu = nu0 + N / K
+
+with M_k = W0_t⁻¹ + Σ_i r_ik (x_i − m_k)(x_i − m_k)ᵀ + beta0 (m_k − m0)(m_k − m0)ᵀ (the full
+update) and nu_k = nu0 + N_k.  Each is the exact maximiser of the bound over its family (the
+bound's Λ part is −KL(W(W, ν) ‖ W(M_k⁻¹, nu0 + N_k)); over a diagonal / isotropic / shared scale
+its stationary point is the line above), so every type is a true coordinate ascent of the same
+full bound (10.70–10.77 with these W_k): monotone, with every constant, and computed by the one
+code path of the full type — W is stored as (K, D, D) for every type (diagonal matrices for
+"diag", w_k I for "spherical", K equal copies for "tied").  Its E[ln |Λ_k|] is the Wishart's
+Σ_d ψ((nu_k + 1 − d)/2) + D ln 2 + ln |W_k| (10.65) for every type, as in scikit-learn; so "diag"
+is *not* a product of independent Gamma posteriors (their E[ln |Λ|] would be D ψ(nu_k/2) + ...),
+and for K = 1 the bound of "diag"/"spherical" is ln p(X) − KL(q(Λ) ‖ p(Λ | X)): the exact evidence
+only when the posterior's scale M⁻¹ itself is diagonal / isotropic.
+
+Weight priors
+-------------
+"dirichlet": α ~ Dir(alpha0 1_K), q(α) = Dir(alpha) (10.57), alpha_k = alpha0 + N_k (10.58).
+"dirichlet_process": truncated stick-breaking (Blei & Jordan 2006), concentration alpha0:
+π_k = v_k Π_{j<k} (1 − v_j), v_k ~ Beta(1, alpha0), q(v_k) = Beta(a_k, b_k) with
+a_k = 1 + N_k, b_k = alpha0 + Σ_{j>k} N_j (their eq. 18–19).  ``VBPosterior.alpha`` holds a_k and
+``stick_b`` holds b_k; ``stick_order`` the component of each stick (a permutation keeps the sticks
+with their components).  The K sticks leave the mass Π_k (1 − v_k) to the components beyond the
+truncation, which q(Z) never uses (their q equals the prior: they add nothing to the bound), so
+the bound is that of the infinite mixture, as scikit-learn's; ``expected_weights`` and the
+draws of ``sample_posterior`` are renormalised over the K components (scikit-learn's ``weights_``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Literal, overload
-
-import numpy as np
-import torch
-
-from .errors import DegeneratePosteriorError
-from .gaussian import LOG_2PI, mahalanobis_sq, normalise_log
-from .gmm import check_gamma, elbo_from_log_weights
-from .linalg import checked_cholesky, inverse_from_cholesky, log_det_from_cholesky, precision_cholesky
-from .params import GMMParams
-from .priors import (
-    NormalWishartPrior,
-    expected_log_det,
-    log_dirichlet_norm,
-    log_wishart_norm,
-    normal_wishart_from_noise,
+from ._vb_bound import bound_after_m_step, global_terms, lower_bound, weight_terms
+from ._vb_covariance import prior_constant, restrict_update, vb_prior
+from ._vb_q import VBPosterior, degenerate_posterior, log_rho_const, posterior_cholesky, sample_posterior
+from ._vb_weights import (
+    WEIGHT_PRIORS,
+    check_weight_prior,
+    expected_log_weights,
+    log_weight_norm,
+    stick_expectations,
+    stick_update,
 )
-from .rng import resolve_seed
-from .validation import ArrayLike, as_data, check_int
 
 __all__ = [
     "VBPosterior",
+    "WEIGHT_PRIORS",
+    "check_weight_prior",
+    "expected_log_weights",
+    "stick_update",
+    "stick_expectations",
+    "log_weight_norm",
+    "weight_terms",
+    "vb_prior",
+    "restrict_update",
+    "prior_constant",
     "log_rho_const",
     "sample_posterior",
     "lower_bound",
@@ -44,342 +88,3 @@ __all__ = [
     "posterior_cholesky",
     "degenerate_posterior",
 ]
-
-
-def degenerate_posterior(component: int) -> DegeneratePosteriorError:
-    """The error for a posterior scale matrix W_k⁻¹ that lost positive definiteness to round-off."""
-    return DegeneratePosteriorError(
-        f"component {component}: the posterior scale matrix W_k⁻¹ = W0⁻¹ + scatter (PRML 10.62) is not "
-        "numerically positive definite (a numerically degenerate posterior). W0⁻¹ is negligible next to the "
-        "data's scatter or the data span a lower-dimensional subspace: standardise the data, drop "
-        "collinear columns, or use a prior with a larger W0⁻¹ (e.g. default_prior(x, k)).",
-        component,
-    )
-
-
-@overload
-def posterior_cholesky(w_inv: torch.Tensor, check_only: Literal[False] = False) -> torch.Tensor: ...
-
-
-@overload
-def posterior_cholesky(w_inv: torch.Tensor, check_only: Literal[True]) -> tuple[torch.Tensor, int | None]: ...
-
-
-def posterior_cholesky(w_inv: torch.Tensor, check_only: bool = False) -> torch.Tensor | tuple[torch.Tensor, int | None]:
-    """Lower Cholesky factors of W_k⁻¹ (K, D, D), or a DegeneratePosteriorError naming the component.
-
-    Singular means a failed factorisation or a pivot L_jj² / (W_k⁻¹)_jj below 10 D ε: coordinate j
-    is a linear function of the earlier ones to machine precision (the check is scale-free).
-    ``check_only=True`` returns ``(chol, index of the first singular component or None)`` instead
-    of raising."""
-    d = w_inv.shape[-1]
-    chol, bad = checked_cholesky(w_inv, pivot_tol=10 * d * torch.finfo(w_inv.dtype).eps)
-    if check_only:
-        return chol, bad
-    if bad is not None:
-        raise degenerate_posterior(bad)
-    return chol
-
-
-def expected_log_weights(alpha: torch.Tensor) -> torch.Tensor:
-    """E[ln π_k] = ψ(alpha_k) − ψ(Σ_j alpha_j) under Dir(alpha), PRML 10.66."""
-    return torch.digamma(alpha) - torch.digamma(alpha.sum())  # 10.66
-
-
-def log_rho_const(
-    alpha: torch.Tensor, beta: torch.Tensor, nu: torch.Tensor, log_det_w: torch.Tensor, d: int
-) -> torch.Tensor:
-    """The part of ln ρ_ik (PRML 10.46) that does not depend on x_i (K,):
-
-        E[ln π_k] + ½ E[ln |Λ_k|] − (D/2) ln 2π − D / (2 beta_k)          (10.64–10.66)
-
-    so that ln ρ_ik = const_k − ½ nu_k (x_i − m_k)ᵀ W_k (x_i − m_k)."""
-    elog_pi = expected_log_weights(alpha)  # 10.66
-    elog_det = expected_log_det(log_det_w, nu, d)  # 10.65
-    return elog_pi + 0.5 * elog_det - 0.5 * d * LOG_2PI - 0.5 * d / beta  # 10.46, 10.64
-
-
-# --- the posterior ---------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class VBPosterior:
-    """q(α) q(μ, Λ) = Dir(α | alpha) Π_k N(μ_k | m_k, (beta_k Λ_k)⁻¹) W(Λ_k | W_k, nu_k), PRML 10.57/10.59.
-
-    alpha : (K,) > 0       Dirichlet concentrations (10.58)
-    m     : (K, D)         means of μ_k (10.61)
-    beta  : (K,) > 0       precision scalings of μ_k (10.60)
-    nu    : (K,) > D − 1   Wishart degrees of freedom (10.63)
-    W     : (K, D, D)      Wishart scale matrices, positive definite (10.62); E[Λ_k] = nu_k W_k
-    """
-
-    alpha: torch.Tensor
-    m: torch.Tensor
-    beta: torch.Tensor
-    nu: torch.Tensor
-    W: torch.Tensor
-
-    def __post_init__(self):
-        alpha = torch.as_tensor(self.alpha).detach()
-        dtype = alpha.dtype if alpha.is_floating_point() else torch.float64
-        t = {
-            name: torch.as_tensor(getattr(self, name)).detach().to(device="cpu", dtype=dtype)
-            for name in ("alpha", "m", "beta", "nu", "W")
-        }
-        if t["alpha"].ndim != 1:
-            raise ValueError(f"alpha must have shape (K,), got {tuple(t['alpha'].shape)}")
-        k = t["alpha"].shape[0]
-        if t["m"].ndim == 1:
-            t["m"] = t["m"].reshape(k, -1)
-        d = t["m"].shape[-1]
-        shapes = {"m": (k, d), "beta": (k,), "nu": (k,), "W": (k, d, d)}
-        for name, shape in shapes.items():
-            if tuple(t[name].shape) != shape:
-                raise ValueError(f"{name} must have shape {shape} (K = {k}, D = {d}), got {tuple(t[name].shape)}")
-        for name, v in t.items():
-            if not bool(torch.isfinite(v).all()):
-                raise ValueError(f"{name} has NaN or infinite entries")
-        if bool((t["alpha"] <= 0).any()) or bool((t["beta"] <= 0).any()):
-            raise ValueError("alpha and beta must be > 0")
-        if bool((t["nu"] <= d - 1).any()):
-            raise ValueError(f"nu must be > D − 1 = {d - 1}")
-        w = 0.5 * (t["W"] + t["W"].transpose(-1, -2))
-        if checked_cholesky(w)[1] is not None:
-            raise ValueError("W must be positive definite")
-        t["W"] = w
-        for name, v in t.items():
-            object.__setattr__(self, name, v.contiguous())
-
-    @classmethod
-    def from_update(
-        cls, alpha: torch.Tensor, beta: torch.Tensor, m: torch.Tensor, nu: torch.Tensor, w_inv_chol: torch.Tensor
-    ) -> VBPosterior:
-        """The posterior of a conjugate update, W_k from the Cholesky factors of W_k⁻¹."""
-        return cls(alpha, m, beta, nu, inverse_from_cholesky(w_inv_chol))
-
-    # --- shape -------------------------------------------------------------------------------------
-    @property
-    def k(self) -> int:
-        return self.alpha.shape[0]
-
-    @property
-    def d(self) -> int:
-        return self.m.shape[1]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.alpha.dtype
-
-    # --- expectations (PRML 10.64–10.66, B.80) -----------------------------------------------------
-    @property
-    def W_inv_cholesky(self) -> torch.Tensor:
-        """Lower Cholesky factors of W_k⁻¹ (the scale of q(Σ_k), an inverse Wishart)."""
-        return posterior_cholesky(inverse_from_cholesky(torch.linalg.cholesky(self.W)))
-
-    def log_det_W(self) -> torch.Tensor:
-        """ln |W_k| (K,)."""
-        return log_det_from_cholesky(torch.linalg.cholesky(self.W))
-
-    def expected_log_weights(self) -> torch.Tensor:
-        """E[ln π_k] = ψ(alpha_k) − ψ(Σ_j alpha_j), PRML 10.66."""
-        return expected_log_weights(self.alpha)  # 10.66
-
-    def expected_log_det_precision(self) -> torch.Tensor:
-        """E[ln |Λ_k|], PRML 10.65."""
-        return expected_log_det(self.log_det_W(), self.nu, self.d)  # 10.65
-
-    def expected_weights(self) -> torch.Tensor:
-        """E[π_k] = alpha_k / Σ_j alpha_j (PRML B.17)."""
-        return self.alpha / self.alpha.sum()
-
-    def expected_precision(self) -> torch.Tensor:
-        """E[Λ_k] = nu_k W_k (PRML B.80)."""
-        return self.nu[:, None, None] * self.W
-
-    def expected_cov(self) -> torch.Tensor:
-        """E[Σ_k] = W_k⁻¹ / (nu_k − D − 1), defined for nu_k > D + 1 (inverse Wishart mean)."""
-        if bool((self.nu <= self.d + 1).any()):
-            raise ValueError(f"E[Σ_k] exists only for nu_k > D + 1 = {self.d + 1}; nu = {self.nu.tolist()}")
-        chol = self.W_inv_cholesky
-        return (chol @ chol.transpose(-1, -2)) / (self.nu - self.d - 1)[:, None, None]
-
-    def mean_params(self, cov: str = "inverse_expected_precision") -> GMMParams:
-        """A point summary Θ̄ for plots and ``align``: weights E[π_k], means m_k = E[μ_k], and
-        covariances (E[Λ_k])⁻¹ = W_k⁻¹ / nu_k (``cov="inverse_expected_precision"``, scikit-learn's
-        ``covariances_``; always defined) or E[Σ_k] (``cov="expected"``; needs nu_k > D + 1)."""
-        if cov == "inverse_expected_precision":
-            chol = self.W_inv_cholesky
-            sigma = (chol @ chol.transpose(-1, -2)) / self.nu[:, None, None]
-        elif cov == "expected":
-            sigma = self.expected_cov()
-        else:
-            raise ValueError(f"cov must be 'inverse_expected_precision' or 'expected', got {cov!r}")
-        return GMMParams(self.expected_weights(), self.m, 0.5 * (sigma + sigma.transpose(-1, -2)))
-
-    # --- densities of data -------------------------------------------------------------------------
-    def _x(self, x: ArrayLike) -> torch.Tensor:
-        x = as_data(x, dtype=self.dtype)
-        if x.shape[1] != self.d:
-            raise ValueError(f"x has D = {x.shape[1]} columns but the posterior is {self.d}-dimensional")
-        return x
-
-    def log_rho(self, x: ArrayLike) -> torch.Tensor:
-        """(N, K) matrix ln ρ_ik of PRML 10.46 (with 10.64–10.66)."""
-        x = self._x(x)
-        u = precision_cholesky(chol=self.W_inv_cholesky)  # W_k = U_k U_kᵀ
-        quad = mahalanobis_sq(x, self.m, u)  # (x − m_k)ᵀ W_k (x − m_k)
-        const = log_rho_const(self.alpha, self.beta, self.nu, self.log_det_W(), self.d)
-        return const - 0.5 * self.nu * quad  # 10.46 with 10.64
-
-    def responsibilities(self, x: ArrayLike) -> torch.Tensor:
-        """r_ik of PRML 10.49 for (new) data: the VB E-step."""
-        return normalise_log(self.log_rho(x))[0]  # 10.49
-
-    def predictive_log_density(self, x: ArrayLike) -> torch.Tensor:
-        """ln p(x̂ | X) per row (N,): the mixture of Student-t distributions of PRML 10.81,
-
-        p(x̂ | X) = Σ_k (alpha_k / Σ_j alpha_j) St(x̂ | m_k, L_k, nu_k + 1 − D),
-        L_k = (nu_k + 1 − D) beta_k / (1 + beta_k) · W_k   (10.82),
-
-        with ln St(x | m, L, ν) = ln Γ((ν + D)/2) − ln Γ(ν/2) + ½ ln|L| − (D/2) ln(νπ)
-        − ((ν + D)/2) ln(1 + (x − m)ᵀ L (x − m)/ν)   (B.68).
-        """
-        x = self._x(x)
-        d = self.d
-        dof = self.nu + 1 - d
-        c = dof * self.beta / (1 + self.beta)  # L_k = c_k W_k, 10.82
-        quad = c[:, None] * mahalanobis_sq(x, self.m, precision_cholesky(chol=self.W_inv_cholesky)).T  # (K, N)
-        log_st = (
-            torch.lgamma(0.5 * (dof + d))
-            - torch.lgamma(0.5 * dof)
-            + 0.5 * (d * torch.log(c) + self.log_det_W())
-            - 0.5 * d * torch.log(dof * math.pi)
-        )[:, None] - 0.5 * (dof + d)[:, None] * torch.log1p(quad / dof[:, None])  # B.68
-        return torch.logsumexp(torch.log(self.expected_weights())[:, None] + log_st, 0)  # 10.81
-
-    # --- draws -------------------------------------------------------------------------------------
-    def sample(self, num_samples: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
-        """Draws from q; see :func:`sample_posterior`."""
-        return sample_posterior(self, num_samples, seed)
-
-    def permute(self, perm: ArrayLike) -> VBPosterior:
-        perm = torch.as_tensor(perm, dtype=torch.long)
-        if sorted(perm.tolist()) != list(range(self.k)):
-            raise ValueError(f"perm must be a permutation of 0..{self.k - 1}, got {perm.tolist()}")
-        return VBPosterior(self.alpha[perm], self.m[perm], self.beta[perm], self.nu[perm], self.W[perm])
-
-    def __repr__(self) -> str:
-        fmt = lambda t: np.array2string(t.numpy(), precision=4, suppress_small=True, separator=", ")
-        return (
-            f"VBPosterior(K={self.k}, D={self.d},\n  alpha={fmt(self.alpha)},\n  m={fmt(self.m)},\n"
-            f"  beta={fmt(self.beta)},\n  nu={fmt(self.nu)})"
-        )
-
-
-def sample_posterior(posterior: VBPosterior, num_samples: int = 1000, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Independent draws from q(α) q(μ, Λ) as numpy float64 arrays:
-    ``alpha`` (S, K), ``mu`` (S, K, D), ``cov`` (S, K, D, D) with cov = Λ⁻¹.
-
-    α ~ Dir(alpha); Λ_k ~ W(W_k, nu_k) by the Bartlett decomposition Λ = B Bᵀ, B = chol(W_k) A,
-    A lower triangular with A_dd = sqrt(χ²(nu_k − d + 1)) and A_de ~ N(0, 1) below the diagonal;
-    μ_k = m_k + beta_k^{−½} B⁻ᵀ ε, ε ~ N(0, I), so Cov[μ_k | Λ_k] = (beta_k Λ_k)⁻¹
-    (``priors.normal_wishart_from_noise``, shared with ``inference.gibbs``).  Every draw flows from
-    ``numpy.random.default_rng(seed)``: the same seed gives the same bits.
-    """
-    num_samples = check_int(num_samples, "num_samples", 1)
-    rng = np.random.default_rng(resolve_seed(seed))
-    s, k, d = num_samples, posterior.k, posterior.d
-    alpha = rng.dirichlet(posterior.alpha.double().numpy(), size=s)
-    nu = posterior.nu.double().numpy()
-    dfs = nu[None, :, None] - np.arange(d)[None, None, :]  # nu_k − d + 1 for d = 1..D
-    a = np.tril(rng.standard_normal((s, k, d, d)), -1)
-    a[..., np.arange(d), np.arange(d)] = np.sqrt(rng.chisquare(np.broadcast_to(dfs, (s, k, d))))
-    eps = rng.standard_normal((s, k, d))
-    chol_w = torch.linalg.cholesky(posterior.W.double())  # (K, D, D)
-    _, mu, cov = normal_wishart_from_noise(
-        posterior.m.double()[None],
-        posterior.beta.double()[None],
-        chol_w[None],
-        torch.from_numpy(a),
-        torch.from_numpy(eps),
-    )
-    return {"alpha": alpha, "mu": mu.numpy(), "cov": cov.numpy()}
-
-
-# --- the bound (PRML 10.70–10.77) ------------------------------------------------------------------
-def global_terms(post: VBPosterior, prior: NormalWishartPrior) -> torch.Tensor:
-    """E[ln p(α)] + E[ln p(μ, Λ)] − E[ln q(α)] − E[ln q(μ, Λ)], PRML 10.73, 10.74, 10.76, 10.77."""
-    k, d = post.k, post.d
-    m0, _, w0_inv = prior.cast(post.dtype)
-    elog_pi = post.expected_log_weights()  # ln π̃_k, 10.66
-    log_det_w = post.log_det_W()
-    elog_det = expected_log_det(log_det_w, post.nu, d)  # ln Λ̃_k, 10.65
-    dm = post.m - m0
-    mahal = torch.einsum("kd,kde,ke->k", dm, post.W, dm)
-    trace = torch.einsum("de,ked->k", w0_inv, post.W)  # Tr(W0⁻¹ W_k)
-    e_log_p_pi = (
-        log_dirichlet_norm(torch.full((k,), prior.alpha0, dtype=post.dtype)) + (prior.alpha0 - 1) * elog_pi.sum()
-    )  # 10.73
-    log_b0 = prior.log_wishart_norm0(post.dtype)
-    e_log_p_mu_lambda = (
-        0.5
-        * (
-            d * math.log(prior.beta0 / (2 * math.pi))
-            + elog_det
-            - d * prior.beta0 / post.beta
-            - prior.beta0 * post.nu * mahal
-        ).sum()
-        + k * log_b0
-        + 0.5 * (prior.nu0 - d - 1) * elog_det.sum()
-        - 0.5 * (post.nu * trace).sum()
-    )  # 10.74
-    e_log_q_pi = ((post.alpha - 1) * elog_pi).sum() + log_dirichlet_norm(post.alpha)  # 10.76
-    entropy_lambda = (
-        -log_wishart_norm(log_det_w, post.nu, d) - 0.5 * (post.nu - d - 1) * elog_det + 0.5 * post.nu * d
-    )  # H[q(Λ_k)], B.82
-    e_log_q_mu_lambda = (
-        0.5 * elog_det + 0.5 * d * torch.log(post.beta / (2 * math.pi)) - 0.5 * d - entropy_lambda
-    ).sum()  # 10.77
-    return e_log_p_pi + e_log_p_mu_lambda - e_log_q_pi - e_log_q_mu_lambda
-
-
-def lower_bound(x: ArrayLike, gamma: ArrayLike, posterior: VBPosterior, prior: NormalWishartPrior) -> torch.Tensor:
-    """The full variational lower bound L(q) of PRML 10.70, term by term (10.71–10.77), for any
-    q(Z) = Π_i Cat(gamma_i) and any ``posterior`` q(α) q(μ, Λ), with every constant:
-
-        L = Σ_ik r_ik ln ρ_ik − Σ_ik r_ik ln r_ik                   (10.71 + 10.72 − 10.75)
-            + E[ln p(α)] − E[ln q(α)] + E[ln p(μ, Λ)] − E[ln q(μ, Λ)]   (10.73 − 10.76 + 10.74 − 10.77)
-
-    (Σ_k r_ik ln ρ_ik is 10.71 + 10.72 per point, by 10.46 and 10.64.)  0·ln 0 = 0.  ``gamma`` is
-    checked as in ``core.gmm.elbo`` (``check_gamma``: finite, non-negative, rows on the simplex).
-    """
-    x = posterior._x(x)
-    prior.check_data(x)
-    gamma = check_gamma(gamma, x.shape[0], posterior.k, posterior.dtype)  # the rule of eq. 18's γ
-    data_terms = elbo_from_log_weights(gamma, posterior.log_rho(x))  # 10.71 + 10.72 − 10.75
-    return data_terms + global_terms(posterior, prior)
-
-
-def bound_after_m_step(
-    entropy: torch.Tensor,
-    alpha: torch.Tensor,
-    beta: torch.Tensor,
-    nu: torch.Tensor,
-    log_det_w: torch.Tensor,
-    const: torch.Tensor,
-    n: int,
-    d: int,
-) -> torch.Tensor:
-    """10.70–10.77 when q(α) q(μ, Λ) is the M-step optimum for the same r: the ln π̃ and ln Λ̃
-    terms cancel, the trace terms sum to −½ nu_k D, leaving (scikit-learn's ``lower_bound_`` plus
-    constants)
-
-        L = H[r] − (N D / 2) ln 2π + ln C(alpha0) − ln C(alpha) + (K D / 2) ln beta0 − (D/2) Σ ln beta_k
-            + K ln B(W0, nu0) − Σ_k ln B(W_k, nu_k).
-    """
-    return (
-        entropy
-        - 0.5 * n * d * LOG_2PI
-        + const
-        - log_dirichlet_norm(alpha)
-        - 0.5 * d * torch.log(beta).sum()
-        - log_wishart_norm(log_det_w, nu, d).sum()
-    )

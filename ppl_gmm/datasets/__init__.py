@@ -45,22 +45,16 @@ def load_galaxies() -> np.ndarray:
 
 
 def make_mixture(n: int, params: GMMParams, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw (x, z) from the generative process α → Z → X (eq. 15).
+    """Draw (x, z) from the generative process α → Z → X (eq. 15): ``params.sample(n, seed)``.
 
     z_i ~ Categorical(α), x_i | z_i = k ~ N(μ_k, Σ_k).  Returns x (n, D) float
     tensor (dtype of ``params``) and z (n,) LongTensor.  All randomness flows
     from ``seed`` (any non-negative integer, or None) through a ``torch.Generator``.
     """
     from ..core.params import GMMParams
-    from ..core.rng import generator_seed, resolve_seed
 
     if not isinstance(params, GMMParams):
         raise TypeError("params must be a GMMParams")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    gen = torch.Generator().manual_seed(generator_seed(resolve_seed(seed), 64))  # seeds of any size
-    z = torch.multinomial(params.alpha.double(), int(n), replacement=True, generator=gen)
-    eps = torch.randn(int(n), params.d, generator=gen, dtype=torch.float64)
-    chol = params.scale_tril.double()
-    x = params.mu.double()[z] + torch.einsum("nde,ne->nd", chol[z], eps)
-    return x.to(params.dtype), z
+    return params.sample(int(n), seed)

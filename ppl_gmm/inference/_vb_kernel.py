@@ -15,18 +15,45 @@ each way. The expansion loses about ε·G relative digits, G = max_k ν_k m_kᵀ
 Mahalanobis distance of a component from the data mean; when G > ``G_EXPANSION_MAX`` (1e-10
 relative at worst) the iteration uses the exact forms instead: differences x_i − m_k formed first
 (``core.gaussian.mahalanobis_sq``) and the two-pass scatter (``core.priors.conjugate_update_from_data``).
+
+Data sources (issue 10): for kinds "npy", "sliced" and "dask" no r is kept. :func:`source_pass`
+maps fixed row ranges (or Dask chunks, where they live) to :func:`chunk_stats` — the scan's
+(T, H, Σ lse), or for the exact M-step two passes that recompute r by the :class:`Recipe` of the
+E-step that made it: (N_k, Σ r x_c, H) then, once m_k is known, the scatter about m_k — and adds
+them in a fixed order (``_passes``: worker threads or Dask).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 import torch
 
 from ..core.gaussian import mahalanobis_sq, normalise_log
+from ..core.gmm import e_step, weighted_scatter
+from ..core.gmm import entropy as weighted_entropy
 from ..core.linalg import log_det_from_cholesky, precision_cholesky
 from ..core.priors import ConjugateStats, NormalWishartPrior, conjugate_update
+from ..core.threads import limited_threads
 from ..core.vb_posterior import log_rho_const
+from ._engine import _dask_parts
+from ._passes import dask_map_in_order, map_in_order
 
-__all__ = ["G_EXPANSION_MAX", "features_t", "scan", "m_step_from_stats", "e_terms", "spread"]
+if TYPE_CHECKING:
+    from ..core.sources import Source
+
+__all__ = [
+    "G_EXPANSION_MAX",
+    "features_t",
+    "scan",
+    "exact_log_rho_t",
+    "m_step_from_stats",
+    "e_terms",
+    "spread",
+    "Recipe",
+    "source_pass",
+]
 
 G_EXPANSION_MAX = 1e6
 FEATURE_CACHE_MAX = 1 << 23  # cache φ (P, N) when it holds at most this many numbers (64 MB)
@@ -57,10 +84,13 @@ def scan(
     exact: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     want_stats: bool = True,
     block_rows: int | None = None,
+    w: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """One pass over the rows: ln ρ (10.46), r (10.49), H[r] = −Σ r ln r, Σ_i ln Σ_k ρ_ik, and
     T = r φ (K, P) when ``design`` is used. ``exact=(m_c, √ν U, c)`` selects the exact E-step.
-    ``block_rows`` defaults to ``SCAN_ROWS``. Returns (list of r-blocks (K, b), T or None, H, Σ lse)."""
+    ``block_rows`` defaults to ``SCAN_ROWS``. With frequency weights ``w`` (N,) every sum over rows
+    is Σ_i w_i (...): H = Σ_i w_i H[r_i], Σ_i w_i lse_i, T = (r w) φ; r itself is unweighted.
+    Returns (list of r-blocks (K, b), T or None, H, Σ lse)."""
     n = xc.shape[0]
     block_rows = SCAN_ROWS if block_rows is None else block_rows
     blocks = []
@@ -73,15 +103,24 @@ def scan(
             ph = feats_t[:, s : s + block_rows] if feats_t is not None else features_t(xc[s : s + block_rows], iu)  # type: ignore[arg-type]
             z = design @ ph  # type: ignore[operator]  # ln ρ, 10.46 with 10.64–10.66
         else:
-            mc, u, c = exact
-            z = mahalanobis_sq(xc[s : s + block_rows], mc, u).T.mul_(-0.5).add_(c[:, None])
-        r, lse_block, h = normalise_log(z, dim=0, entropy=True)  # 10.49
+            z = exact_log_rho_t(xc[s : s + block_rows], *exact)
+        if w is None:
+            r, lse_block, h = normalise_log(z, dim=0, entropy=True)  # 10.49
+        else:
+            wb = w[s : s + block_rows]
+            r, lse_block = normalise_log(z, dim=0)  # 10.49
+            h, lse_block = weighted_entropy(r.T, wb), lse_block * wb  # Σ_i w_i H[r_i], w_i lse_i
         entropy += h
         lse += lse_block.sum()
         if stats is not None:
-            stats.addmm_(r, ph.T)
+            stats.addmm_(r if w is None else r * wb, ph.T)
         blocks.append(r)
     return blocks, stats, entropy, lse
+
+
+def exact_log_rho_t(xc: torch.Tensor, mc: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """ln ρ (K, b) difference-first: c_k − ½ ‖(x_c − m_k) √ν_k U_k‖² (10.46 with 10.64)."""
+    return mahalanobis_sq(xc, mc, u).T.mul_(-0.5).add_(c[:, None])
 
 
 def m_step_from_stats(
@@ -103,11 +142,13 @@ def m_step_from_stats(
     return conjugate_update(prior, n_k, s, scatter, m0c, w0_inv)
 
 
-def e_terms(st: ConjugateStats, chol: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(c_k, √ν_k U_k, ln |W_k|): the constant of ln ρ (``log_rho_const``) and the whitener of
-    ν_k W_k = (√ν_k U_k)(√ν_k U_k)ᵀ, from the Cholesky factors of W_k⁻¹."""
+def e_terms(
+    st: ConjugateStats, chol: torch.Tensor, d: int, elog_pi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_k, √ν_k U_k, ln |W_k|): the constant of ln ρ (``log_rho_const``, with E[ln π_k] ``elog_pi``)
+    and the whitener of ν_k W_k = (√ν_k U_k)(√ν_k U_k)ᵀ, from the Cholesky factors of W_k⁻¹."""
     log_det_w = -log_det_from_cholesky(chol)  # ln |W_k| = −ln |W_k⁻¹|
-    c = log_rho_const(st.alpha, st.beta, st.nu, log_det_w, d)
+    c = log_rho_const(elog_pi, st.beta, st.nu, log_det_w, d)
     u = precision_cholesky(chol=chol) * torch.sqrt(st.nu)[:, None, None]
     return c, u, log_det_w
 
@@ -115,3 +156,102 @@ def e_terms(st: ConjugateStats, chol: torch.Tensor, d: int) -> tuple[torch.Tenso
 def spread(st: ConjugateStats, u: torch.Tensor) -> float:
     """G = max_k ν_k m_kᵀ W_k m_k (centred m): the expansion's loss of digits is about ε·G."""
     return float(torch.einsum("kd,kde->ke", st.m, u).square().sum(1).max())
+
+
+# --------------------------------------------------------------------------------------------
+# Passes over a data source (kinds "npy", "sliced", "dask"): rows → statistics, reduced in order
+# --------------------------------------------------------------------------------------------
+TASK_ROWS = 4 * SCAN_ROWS  # rows per task of the worker threads (a fixed split: the same bits for any count)
+
+
+class Recipe(NamedTuple):
+    """How a block's r (K, b) is computed, so that a later pass can recompute it (no r is kept):
+
+    - "design" (a (K, P), iu): ln ρ = a φ(x_c), the one-GEMM E-step (10.46, 10.64–10.66);
+    - "exact" (m_c, √ν U, c): ln ρ difference-first (:func:`exact_log_rho_t`);
+    - "gmm" (Θ₀,): eq. 20 at Θ₀ (x' units, uncentred), the start (``core.gmm.e_step``);
+    - "posterior" (q,): q's E-step (x' units, uncentred), the start from a ``VBPosterior``.
+    """
+
+    kind: str
+    args: tuple
+
+
+def _responsibilities_t(xs: torch.Tensor, xc: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """r (K, b) of a block by ``recipe`` (10.49): ``xs`` the block in x' units, ``xc`` it centred."""
+    if recipe.kind == "gmm":
+        return e_step(xs, recipe.args[0]).T  # eq. 20
+    if recipe.kind == "posterior":
+        return recipe.args[0].responsibilities(xs).T  # 10.46–10.49
+    if recipe.kind == "design":
+        design, iu = recipe.args
+        z = design @ features_t(xc, iu)  # ln ρ, 10.46
+    else:
+        z = exact_log_rho_t(xc, *recipe.args)
+    return normalise_log(z, dim=0)[0]  # 10.49
+
+
+def chunk_stats(shared: tuple, x: torch.Tensor, w: torch.Tensor | None) -> tuple:
+    """The statistics of one chunk of rows ``x`` (b, D, the data's units) with weights ``w``.
+
+    ``shared`` = (op, recipe, centre, inv_scale, k, arg); x' = x · inv_scale, x_c = x' − centre:
+
+    - "scan" (arg = want_stats): :func:`scan` → (T = (r w) φ or None, Σ_i w_i H[r_i], Σ_i w_i lse_i);
+    - "moments": (N_k = Σ_i w_i r_ik (10.51), Σ_i w_i r_ik x_c,i, Σ_i w_i H[r_i]) with r by the recipe;
+    - "scatter" (arg = m_c (K, D)): (Σ_i w_i r_ik (x_c,i − m_k)(x_c,i − m_k)ᵀ,), difference first."""
+    op, recipe, centre, inv_scale, k, arg = shared
+    xs = x * inv_scale if inv_scale != 1.0 else x  # x' = x / s (exact: s is a power of 2)
+    xc = xs - centre
+    w = None if w is None else w.to(xc.dtype)
+    if op == "scan":
+        if recipe.kind == "design":
+            design, iu = recipe.args
+            out = scan(xc, k, design=design, iu=iu, want_stats=arg, w=w)
+        else:
+            out = scan(xc, k, exact=recipe.args, want_stats=False, w=w)
+        return out[1:]
+    d, dtype = xc.shape[1], xc.dtype
+    acc = [torch.zeros(k, dtype=dtype), torch.zeros(k, d, dtype=dtype), torch.zeros((), dtype=dtype)]
+    if op == "scatter":
+        acc = [torch.zeros(k, d, d, dtype=dtype)]
+    for s in range(0, xc.shape[0], SCAN_ROWS):
+        xcb, wb = xc[s : s + SCAN_ROWS], None if w is None else w[s : s + SCAN_ROWS]
+        r = _responsibilities_t(xs[s : s + SCAN_ROWS], xcb, recipe)
+        rw = r if wb is None else r * wb  # w_i r_ik
+        if op == "scatter":
+            acc[0] += weighted_scatter(xcb, rw.T, arg)  # two-pass scatter about m_k (10.62)
+        else:
+            acc[0] += rw.sum(1)  # N_k, 10.51
+            acc[1] += rw @ xcb  # Σ_i w_i r_ik x_c,i (10.52 × N_k)
+            acc[2] += weighted_entropy(r) if wb is None else weighted_entropy(r.T, wb)  # H[r] (symmetric in r, rᵀ)
+    return tuple(acc)
+
+
+def _dask_chunk(shared: tuple, x: Any, w: Any) -> tuple:
+    """:func:`chunk_stats` of one Dask chunk where it lives, on one torch thread (CPU results)."""
+    dtype = shared[2].dtype
+    with limited_threads():
+        xt = torch.as_tensor(np.asarray(x)).to(dtype)
+        wt = None if w is None else torch.as_tensor(np.asarray(w), dtype=torch.float64)
+        return chunk_stats(shared, xt.reshape(xt.shape[0], -1), wt)
+
+
+def source_pass(source: Source, shared: tuple, threads: int) -> list:
+    """:func:`chunk_stats` over every row of ``source``, added in a fixed order: tasks of
+    ``TASK_ROWS`` rows on ``threads`` worker threads (``_passes.map_in_order``; each task reads its
+    block, peak memory O(rows · D)), or one task per chunk where a Dask chunk lives
+    (``_passes.dask_map_in_order``). Entries that are None stay None."""
+    if source.kind == "dask":
+        results = dask_map_in_order(_dask_chunk, shared, _dask_parts(source))
+    else:
+
+        def task(rows: tuple[int, int], _: None) -> tuple:
+            blk = source.read(*rows)
+            return chunk_stats(shared, blk.x, blk.w)
+
+        tasks = [(a, min(a + TASK_ROWS, source.n)) for a in range(0, source.n, TASK_ROWS)]
+        results = map_in_order(task, tasks, threads, lambda: None)
+    total = list(results[0])
+    for part in results[1:]:  # in task order: independent of the scheduling
+        total = [None if a is None else a + b for a, b in zip(total, part)]
+    return total

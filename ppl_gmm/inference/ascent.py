@@ -12,7 +12,11 @@ everything else, once:
   at the start; ``tol = 0`` runs exactly ``max_iter`` iterations);
 - non-finite objectives, raised as ``DivergenceError`` with the last finite state attached;
 - the progress bar (iteration and convergence measure; no ETA, since fits stop early);
-- restarts (:func:`best_of_restarts`) with seeds spawned from ``seed``.
+- restarts (:func:`best_of_restarts`): the first start uses ``seed`` itself, the others child
+  seeds of it (:func:`restart_seeds`), so more restarts never return a worse optimum;
+- a :class:`~ppl_gmm.core.errors.ConvergenceWarning` when ``max_iter`` stops the ascent before
+  ``tol`` is met (not for ``max_iter = 0`` nor ``tol = 0``, which ask for exactly ``max_iter``
+  iterations; with restarts only when the returned fit did not converge, as scikit-learn).
 
 Each iteration is ``m_step`` then ``e_step``. The problem's ``start`` has done the first E-step,
 so the E-step that ends an iteration is the next iteration's; the driver tells it when it is the
@@ -26,15 +30,19 @@ Scale. Every closed-form fit computes in x' = x / s, s = 2^j from ``core.validat
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 
-from ..core.errors import DivergenceError
+from ..core.errors import ConvergenceWarning, DivergenceError
 from ..core.priors import NormalWishartPrior
 from ..core.rng import spawn_seeds
 from ..core.validation import DataScale
@@ -48,6 +56,7 @@ __all__ = [
     "AscentRun",
     "fit_ascent",
     "best_of_restarts",
+    "restart_seeds",
     "progress_bar",
     "scale_offsets",
     "scale_prior",
@@ -61,11 +70,14 @@ F = TypeVar("F")
 class AscentProblem(Protocol[S]):
     """The maths of one closed-form ascent (see the module docstring).
 
-    ``n`` is the number of rows (the stopping rule divides changes by it) and ``name`` the
-    objective's name in messages and the progress bar."""
+    ``n`` is the number of rows, or Σ_i w_i for weighted data (the stopping rule divides changes
+    by it), and ``name`` the objective's name in messages and the progress bar."""
 
-    n: int
-    name: str
+    @property
+    def n(self) -> float: ...
+
+    @property
+    def name(self) -> str: ...
 
     def start(self, final: bool) -> tuple[S, float]:
         """The state after the first E-step at Θ₀, and the objective the first change is measured
@@ -127,10 +139,43 @@ def _not_finite(it: int, name: str) -> str:
     )
 
 
+#: Inside :func:`best_of_restarts`: the ConvergenceWarning messages of the current restart are
+#: collected here (not shown), and only the returned fit's is shown. A context variable, so
+#: fits in other threads are not affected.
+_DEFERRED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("_DEFERRED", default=None)
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _warn_convergence(message: str) -> None:
+    """Defer the message (inside :func:`best_of_restarts`) or show it as a ConvergenceWarning at
+    the first frame outside the package (the user's call)."""
+    deferred = _DEFERRED.get()
+    if deferred is not None:
+        deferred.append(message)
+        return
+    frame, level = sys._getframe(0), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, ConvergenceWarning, stacklevel=level)
+
+
+def _not_converged(desc: str, name: str, max_iter: int, tol: float, change: float) -> str:
+    return (
+        f"the {desc} fit stopped at max_iter = {max_iter} iterations before converging: the last change of "
+        f"{name} per data point was {change:.3g}, not below tol = {tol:g}. Raise max_iter, loosen tol, "
+        "or standardise the data (fit.converged is False)."
+    )
+
+
 def fit_ascent(
     problem: AscentProblem[S], *, max_iter: int, tol: float, progress: bool = False, desc: str = "EM"
 ) -> AscentRun[S]:
-    """Run ``problem`` to convergence or ``max_iter`` iterations (module docstring)."""
+    """Run ``problem`` to convergence or ``max_iter`` iterations (module docstring).
+
+    Warns (:class:`~ppl_gmm.core.errors.ConvergenceWarning`) when ``max_iter`` > 0 iterations ran
+    with ``tol`` > 0 and the stopping rule was not met; inside :func:`best_of_restarts` the warning
+    is deferred to the returned fit."""
     start = time.perf_counter()
     state, prev = problem.start(final=max_iter == 0)
     if not math.isfinite(prev):
@@ -139,7 +184,7 @@ def fit_ascent(
     lls: list[torch.Tensor | None] = []
     times: list[float] = []
     bar = progress_bar(progress, desc)
-    converged, n_iter = False, 0
+    converged, n_iter, change = False, 0, math.inf
     try:
         for it in range(1, max_iter + 1):
             new_state, value = problem.m_step(state)
@@ -171,6 +216,8 @@ def fit_ascent(
     lls.append(ll)
     times.append(time.perf_counter() - start)
     traced = [v for v in lls if v is not None]
+    if not converged and max_iter > 0 and tol > 0:
+        _warn_convergence(_not_converged(desc, problem.name, max_iter, tol, change))
     return AscentRun(
         state=state,
         elbo=torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values]),
@@ -181,18 +228,37 @@ def fit_ascent(
     )
 
 
+def restart_seeds(seed: int, n_init: int) -> list[int]:
+    """The seeds of ``n_init`` restarts: ``seed`` itself, then the first ``n_init − 1`` child seeds
+    of ``seed`` (:func:`~ppl_gmm.core.rng.spawn_seeds`; child j is the same whatever their number).
+    So the restarts of ``n_init`` are those of ``n_init − 1`` plus one, and the first is the fit
+    with ``n_init = 1``: more restarts never return a worse optimum."""
+    return [seed, *spawn_seeds(seed, n_init - 1)] if n_init > 1 else [seed]
+
+
 def best_of_restarts(run: Callable[[int], F], seed: int, n_init: int) -> F:
-    """The best of ``run(s)`` over the restart seeds s: ``[seed]`` for one run, else ``n_init``
-    child seeds of ``seed``; best = highest ``fit.elbo[-1]`` (the first on ties). With restarts the
-    returned fit records ``seed`` (which fixes them all) and ``info["restart_seed"]``, the winner's."""
-    seeds = [seed] if n_init == 1 else spawn_seeds(seed, n_init)
+    """The best of ``run(s)`` over the seeds s of :func:`restart_seeds`; best = highest
+    ``fit.elbo[-1]`` (the first on ties, so a restart must be strictly better to replace the fit of
+    ``seed``). With restarts the returned fit records ``seed`` (which fixes them all) and
+    ``info["restart_seed"]``, the winner's. A :class:`~ppl_gmm.core.errors.ConvergenceWarning` of
+    :func:`fit_ascent` is shown once, and only if the returned fit did not converge (scikit-learn's
+    rule for ``n_init``)."""
     best: Any = None
-    for s in seeds:
-        fit: Any = run(s)
+    best_messages: list[str] = []
+    for s in restart_seeds(seed, n_init):
+        messages: list[str] = []
+        token = _DEFERRED.set(messages)
+        try:
+            fit: Any = run(s)
+        finally:
+            _DEFERRED.reset(token)
         if best is None or float(fit.elbo[-1]) > float(best.elbo[-1]):
-            best = fit
+            best, best_messages = fit, messages
     if n_init > 1:
         best = dataclasses.replace(best, seed=seed, info={**best.info, "restart_seed": best.seed})
+    if best_messages:
+        prefix = f"the best of {n_init} restarts did not converge: " if n_init > 1 else ""
+        _warn_convergence(prefix + best_messages[-1])
     return best
 
 
@@ -224,8 +290,8 @@ def scale_prior(prior: NormalWishartPrior | None, scale: DataScale, up: bool = F
 
 def scale_posterior(post: VBPosterior, scale: DataScale, up: bool = False) -> VBPosterior:
     """q(α) q(μ, Λ) (PRML 10.57, 10.59) in x' = x / s units (``up``: back from them): m' = m / s,
-    W' = s² W; alpha, beta, nu unchanged."""
+    W' = s² W; alpha, beta, nu, the covariance type and the sticks (``stick_b``, ``stick_order``) unchanged."""
     if scale.is_identity:
         return post
     e = scale.exponent if up else -scale.exponent
-    return VBPosterior(post.alpha, post.m * math.ldexp(1.0, e), post.beta, post.nu, post.W * math.ldexp(1.0, -2 * e))
+    return dataclasses.replace(post, m=post.m * math.ldexp(1.0, e), W=post.W * math.ldexp(1.0, -2 * e))

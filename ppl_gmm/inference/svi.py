@@ -287,7 +287,8 @@ def fit_svi(
     Start: Θ₀ = ``initial_params(x, k, init, seed, "full", reg_covar)`` — the same Θ₀ as
     ``fit_cavi`` with the same ``init``, ``seed`` and ``reg_covar`` — and γ₀ = e_step(x, Θ₀)
     (eq. 20), so the first trace entry is L(γ₀, Θ₀) = log p(X | Θ₀).  ``num_steps=0`` returns
-    exactly that starting point.
+    exactly that starting point.  ``init``: "kmeans++", "kmeans" (Lloyd's k-means from the
+    k-means++ seeds, scikit-learn's default), "random" or a GMMParams, as ``fit_cavi``.
 
     Parameters beyond ``fit_cavi``'s:
     num_steps      gradient steps (an upper bound when ``tol > 0``).

@@ -25,6 +25,13 @@ fit_vb's; 500 steps reach ~1e-8.  What is left is only Adam's finite run (and wh
 each method reaches from its start; the same ``init`` and ``seed`` give both the same start).  With
 ``stl=False`` the noise floor leaves a gap of order 1e-2–1 nat.
 
+Minibatches (``subsample_size``): the "data" plate of the model and the guide draws |B| rows per step
+(``pyro.plate(..., subsample_size=)``, indices from torch's generator, seeded by ``seed``; the model
+replays the guide's), Pyro scales their terms by N / |B| and the guide uses q(z_i) for i in B only, so
+each step's loss is an unbiased estimate of −L (tests/ppl/test_bayes.py) and its gradient an unbiased
+estimate of −∇L.  Rows outside B get no gradient in that step (Adam's momentum still moves them).
+The trace ``.elbo`` stays the exact full-data bound (a pass over every row per step).
+
 Traces: since q is in VB's family, the bound of the current q is known in closed form
 (``core.vb_posterior.lower_bound``, PRML 10.70–10.77, every constant), so ``.elbo[t]`` is that *exact* bound
 after step t — directly comparable with ``fit_vb(...).elbo``, but, unlike VB's, not monotone.
@@ -53,6 +60,7 @@ from ..ppl.bayes import (
     GUIDE_PARAMS,
     bayes_gmm_model,
     bayes_meanfield_guide,
+    check_subsample_size,
     guide_constraints,
     guide_factors,
     guide_init,
@@ -108,6 +116,7 @@ def fit_svi_bayes(
     init: str | GMMParams | VBPosterior = "kmeans++",
     num_particles: int = 1,
     stl: bool = True,
+    subsample_size: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> VBFit:
     """Fit q(α) q(μ, Λ) q(Z) by SVI on the Bayesian model (module docstring).
@@ -116,12 +125,17 @@ def fit_svi_bayes(
     ----------
     prior : NormalWishartPrior or None
         None means ``default_prior(x, k)``.
-    init : as ``fit_vb``
+    init : {"kmeans++", "kmeans", "random"}, GMMParams or VBPosterior
+        As ``fit_vb`` ("kmeans": Lloyd's k-means from the k-means++ seeds, scikit-learn's default).
         With the same ``init`` and ``seed`` the start is fit_vb's first q.
     num_steps : int
         Exactly this many steps (no stopping rule: ``converged`` is False).
     num_particles, stl
         Draws of the globals per step; the "sticking the landing" estimator (module docstring).
+    subsample_size : int or None
+        Minibatches: each step's ELBO estimate uses |B| = ``subsample_size`` rows drawn by
+        ``pyro.plate("data", N, subsample_size=...)`` (from ``seed``), scaled by N / |B| (module
+        docstring, "Minibatches"). None: every row.
 
     Returns
     -------
@@ -135,6 +149,7 @@ def fit_svi_bayes(
     num_particles = check_int(num_particles, "num_particles", 1)
     lr = check_positive(lr, "lr")
     stl = check_bool(stl, "stl")
+    subsample_size = check_subsample_size(subsample_size, x.shape[0])
     progress = check_bool(progress, "progress")
     seed = resolve_seed(seed)
     scale = data_scale(x, scatter=True)  # as fit_vb: refuses data whose W_k⁻¹ float64 cannot hold
@@ -150,7 +165,9 @@ def fit_svi_bayes(
         set_guide_params(_initial_values(xs, k, prior_s, init, seed))
         optim = ClippedAdam({"lr": lr, "lrd": LRD ** (1.0 / num_steps), "clip_norm": 10.0})
         elbo_fn = TraceEnum_ELBO(max_plate_nesting=1, num_particles=num_particles, vectorize_particles=False)
-        svi = SVI(bayes_gmm_model, functools.partial(bayes_meanfield_guide, stl=stl), optim, loss=elbo_fn)
+        model = functools.partial(bayes_gmm_model, subsample_size=subsample_size)
+        guide = functools.partial(bayes_meanfield_guide, stl=stl, subsample_size=subsample_size)
+        svi = SVI(model, guide, optim, loss=elbo_fn)
 
         def step(t: int) -> StepOut:
             loss = svi.step(xs, k, prior_s)
@@ -189,5 +206,6 @@ def fit_svi_bayes(
             "lr_final": lr * LRD,
             "num_particles": num_particles,
             "stl": stl,
+            "subsample_size": subsample_size,
         },
     )

@@ -35,6 +35,7 @@ import torch
 
 from ..core.errors import DivergenceError
 from ..core.rng import GLOBAL_STATE_LOCK, preserved_global_rng, seed_global_rng
+from ..core.threads import limited_threads
 
 __all__ = ["StepOut", "SVIRun", "run_svi", "pyro_session"]
 
@@ -135,8 +136,11 @@ def pyro_session(seed: int) -> Iterator[None]:
     validation off, for the duration of one fit.
 
     The whole block runs under ``core.rng.GLOBAL_STATE_LOCK`` (module docstring): Pyro's state is
-    process-global, so concurrent Pyro fits are serialised. Everything else a fit changes globally
-    (torch's default dtype or thread count, warning filters) belongs inside the block too.
+    process-global, so concurrent Pyro fits are serialised. The block runs on one torch thread
+    (``core.threads.limited_threads``: the Pyro models' K × D × D tensors gain nothing from threads,
+    and OpenMP's spin-waiting makes them 30× slower on a busy machine); the caller's count is
+    restored on exit. Everything else a fit changes globally (torch's default dtype, warning
+    filters) belongs inside the block too.
     ``seed`` may be any non-negative integer (``core.rng.seed_global_rng``)."""
     with (
         GLOBAL_STATE_LOCK,
@@ -144,6 +148,7 @@ def pyro_session(seed: int) -> Iterator[None]:
         pyro.get_param_store().scope(),
         pyro.validation_enabled(False),
         warnings.catch_warnings(),
+        limited_threads(),  # tiny tensors: one torch thread (issue 10, item 5), restored on exit
     ):
         warnings.filterwarnings("ignore", message="Encountered NaN")  # reported as DivergenceError
         seed_global_rng(seed)  # pyro.set_rng_seed's three calls, for seeds of any size

@@ -34,6 +34,11 @@ live in (mean, spread) coordinates: E_q[α] and Σ alpha_k, E_q[Λ_k] = nu_k W_k
 :func:`bayes_meanfield_guide`).  ``stl=True`` scores the global draws with detached parameters
 ("sticking the landing"; see :func:`_site`).
 
+Minibatches: ``subsample_size`` (model and guide) runs the "data" plate on a random subset B of
+|B| rows (``pyro.plate(..., subsample_size=)``; the model replays the guide's indices), whose terms
+Pyro scales by N / |B|, and the guide evaluates q(z_i) for i in B only: the ELBO estimate is then
+unbiased for the full-data bound (tests/ppl/test_bayes.py checks it).
+
 Also here: :func:`log_joint`, the log density above evaluated by Pyro.
 """
 
@@ -50,7 +55,7 @@ from pyro.distributions import constraints
 from ..core.init import initial_responsibilities
 from ..core.linalg import inverse_from_cholesky
 from ..core.priors import NormalWishartPrior, conjugate_update_from_data, resolve_prior
-from ..core.validation import ArrayLike, as_data, check_k
+from ..core.validation import ArrayLike, as_data, check_int, check_k
 from .transforms import Wishart
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "guide_constraints",
     "guide_values",
     "guide_factors",
+    "check_subsample_size",
 ]
 
 GUIDE_PARAMS = ("q_pi", "q_alpha_sum", "q_m", "q_beta", "q_nu", "q_Lambda_tril", "gamma")
@@ -88,16 +94,31 @@ def _setup(x, k, prior):
     )
 
 
+def check_subsample_size(subsample_size: int | None, n: int) -> int | None:
+    """None (every row), or the minibatch size 1 ≤ |B| ≤ N of the "data" plate."""
+    if subsample_size is None:
+        return None
+    subsample_size = check_int(subsample_size, "subsample_size", 1)
+    if subsample_size > n:
+        raise ValueError(f"subsample_size must be <= N = {n} (the number of rows), got {subsample_size}")
+    return subsample_size
+
+
 def _cov_from_precision(lam):
     return inverse_from_cholesky(torch.linalg.cholesky(lam))
 
 
 # --- model and guide --------------------------------------------------------------------------
-def bayes_gmm_model(x: ArrayLike, k: int, prior: NormalWishartPrior | None) -> None:
+def bayes_gmm_model(x: ArrayLike, k: int, prior: NormalWishartPrior | None, subsample_size: int | None = None) -> None:
     """The Bayesian GMM (module docstring): sites "alpha", "Lambda", "mu", "cov" (deterministic),
-    "z" (enumerated in parallel) and observed "x"; plates "components" (K) and "data" (N)."""
+    "z" (enumerated in parallel) and observed "x"; plates "components" (K) and "data" (N).
+
+    ``subsample_size``: the "data" plate draws that many rows (``pyro.plate(..., subsample_size=)``,
+    indices from torch's global generator, or replayed from the guide's plate) and scales their
+    log densities by N / |B|, so the ELBO estimate is unbiased for the full-data one."""
     x, k, c, _ = _setup(x, k, prior)
     n = x.shape[0]
+    subsample_size = check_subsample_size(subsample_size, n)
     if k > 1:
         alpha = pyro.sample("alpha", dist.Dirichlet(c["alpha0"]))  # PRML 10.39
     else:
@@ -107,9 +128,10 @@ def bayes_gmm_model(x: ArrayLike, k: int, prior: NormalWishartPrior | None) -> N
         prec = c["beta0"] * lam
         mu = pyro.sample("mu", dist.MultivariateNormal(c["m0"], precision_matrix=prec))  # PRML 10.40
     pyro.deterministic("cov", _cov_from_precision(lam), event_dim=3)
-    with pyro.plate("data", n):
+    with pyro.plate("data", n, subsample_size=subsample_size) as idx:
+        xb = x if subsample_size is None else x[idx]  # the minibatch B (its terms scaled by N / |B|)
         z = pyro.sample("z", dist.Categorical(alpha), infer={"enumerate": "parallel"})
-        pyro.sample("x", dist.MultivariateNormal(mu[z], precision_matrix=lam[z]), obs=x)  # eq. 15
+        pyro.sample("x", dist.MultivariateNormal(mu[z], precision_matrix=lam[z]), obs=xb)  # eq. 15
 
 
 def guide_constraints(d: int) -> dict[str, constraints.Constraint]:
@@ -182,7 +204,9 @@ def _site(name, fn, stl: bool, detached=None):
     return pyro.sample(name, dist.Delta(value, log_density=detached(value), event_dim=fn.event_dim))
 
 
-def bayes_meanfield_guide(x: ArrayLike, k: int, prior: NormalWishartPrior | None, stl: bool = False) -> None:
+def bayes_meanfield_guide(
+    x: ArrayLike, k: int, prior: NormalWishartPrior | None, stl: bool = False, subsample_size: int | None = None
+) -> None:
     """Mean-field guide q(α) Π_k q(μ_k, Λ_k) Π_i q(z_i) in the family of ``fit_vb`` (module docstring).
 
     Parameters (``pyro.param``): ``q_pi`` (K,) = E_q[α] on the simplex and ``q_alpha_sum`` > 0
@@ -193,10 +217,12 @@ def bayes_meanfield_guide(x: ArrayLike, k: int, prior: NormalWishartPrior | None
     crawls in the (alpha, W) coordinates.  Unset parameters start from one VB M-step after
     k-means++ (seed 0); ``fit_svi_bayes`` sets them from its own seed first.  ``stl=True`` scores
     the global draws with detached parameters (see ``_site``); the sites are then Delta sites
-    carrying ln q as their density.
+    carrying ln q as their density.  ``subsample_size``: the "data" plate draws a minibatch B (the
+    model replays it) and q(z_i) is evaluated for i in B only (``gamma[B]``).
     """
     x, k, _, prior = _setup(x, k, prior)  # None resolves to default_prior(x, k), as in the model
     n, d = x.shape
+    subsample_size = check_subsample_size(subsample_size, n)
     cache: dict[str, torch.Tensor] = {}
 
     def init(name: str) -> Callable[[], torch.Tensor]:
@@ -235,8 +261,9 @@ def bayes_meanfield_guide(x: ArrayLike, k: int, prior: NormalWishartPrior | None
                 q_m.detach(), precision_matrix=q_beta.detach()[:, None, None] * lam
             ).log_prob(v),
         )
-    with pyro.plate("data", n):
-        pyro.sample("z", dist.Categorical(gamma), infer={"enumerate": "parallel"})  # q(z_i), eq. 17
+    with pyro.plate("data", n, subsample_size=subsample_size) as idx:
+        gamma_b = gamma if subsample_size is None else gamma[idx]  # the local factors of the minibatch
+        pyro.sample("z", dist.Categorical(gamma_b), infer={"enumerate": "parallel"})  # q(z_i), eq. 17
 
 
 # --- the log joint and its maximum --------------------------------------------------------------

@@ -68,6 +68,7 @@ __all__ = [
     "nuts_to_inference_data",
     "mcmc_to_inference_data",
     "draws_to_inference_data",
+    "posterior_predictive",
     "relabel_chains",
     "diagnose_modes",
     "chain_separation",
@@ -440,6 +441,39 @@ def vb_to_inference_data(
         x = as_data(x).double().numpy()
     with limited_threads():
         return draws_to_inference_data(posterior, x=x, attrs=attrs, seed=ppc_seed)
+
+
+def posterior_predictive(
+    idata: InferenceData, n: int, seed: int | None = None, *, add_group: bool = False
+) -> np.ndarray:
+    """Posterior predictive replicates from the draws of ``idata`` (``fit_nuts``, ``fit_gibbs``,
+    ``VBFit.to_arviz``, or any ``InferenceData`` with posterior alpha, mu, cov): for every
+    (chain, draw) θ_s, n rows z ~ Cat(α_s), x ~ N(μ_{s,z}, Σ_{s,z}) (eq. 15,
+    :func:`posterior_predictive_draws`). Returns x as float64 (chain, draw, n, D); the rows of all
+    draws together are draws from p(x̂ | X) (PRML 10.81 for the exact posterior). Every draw
+    flows from ``numpy.random.default_rng(seed)``: the same seed gives the same bits.
+
+    With ``add_group`` the replicates also become ``idata``'s posterior_predictive group (var
+    ``x``, dims chain, draw, obs, feature; it replaces one already there)."""
+    import xarray as xr
+
+    from ..core.validation import check_bool, check_int
+
+    n = check_int(n, "n", 0)
+    add_group = check_bool(add_group, "add_group")
+    seed = resolve_seed(seed)
+    alpha, mu, cov = (posterior_arrays(idata, v).astype(np.float64) for v in ("alpha", "mu", "cov"))
+    c, s, k, d = mu.shape
+    flat = lambda a: a.reshape((c * s,) + a.shape[2:])
+    rep = posterior_predictive_draws(flat(alpha), flat(mu), flat(cov), n, seed).reshape(c, s, n, d)
+    if add_group:
+        coords = {"chain": np.arange(c), "draw": np.arange(s), "obs": np.arange(n), "feature": np.arange(d)}
+        group = xr.Dataset({"x": (("chain", "draw", "obs", "feature"), rep)}, coords=coords)
+        group.attrs.update({"seed": seed, "n": n})
+        if "posterior_predictive" in idata.groups():
+            del idata["posterior_predictive"]
+        idata.add_groups(posterior_predictive=group)
+    return rep
 
 
 # --- diagnostics ----------------------------------------------------------------------------------

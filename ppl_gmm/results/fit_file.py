@@ -11,7 +11,8 @@ member              shape        values
 ``alpha``           (K,)         finite, on the simplex (``GMMParams``'s tolerance)
 ``mu``              (K, D)       finite
 ``cov``             (K, D, D)    symmetric positive definite; full matrices for every covariance_type
-``gamma``           (N, K)       finite rows on the simplex (``core.gmm.check_simplex_rows``)
+``gamma``           (N, K)       optional (absent when the fit kept no γ: out-of-core / Dask fits);
+                                 finite rows on the simplex (``core.gmm.check_simplex_rows``)
 ``elbo``            (T,)         finite
 ``log_likelihood``  (T,)         finite
 ``times``           (T,)         optional; finite seconds ≥ 0, float32 or float64
@@ -64,7 +65,7 @@ LAYOUT = {
     "log_likelihood": "T",
     "times": "T",
 }
-REQUIRED = ("meta", "alpha", "mu", "cov", "gamma", "elbo", "log_likelihood")
+REQUIRED = ("meta", "alpha", "mu", "cov", "elbo", "log_likelihood")  # + gamma, times: optional
 META_KEYS = ("format", "method", "n_iter", "converged", "seed", "covariance_type", "reg_covar", "info")
 _MAX_DEFLATE_RATIO = 1100  # deflate expands at most ~1032:1
 _NETCDF_HINT = (
@@ -187,7 +188,9 @@ def check_fit(arrays: Mapping[str, np.ndarray], meta: Any, path: Any, writing: b
     _check_format(meta, path, writing)
     unknown, missing = sorted(set(arrays) - set(LAYOUT)), [n for n in REQUIRED[1:] if n not in arrays]
     if unknown or missing:
-        _fail(path, f"{_odd('members', missing, unknown)} (a fit has {list(LAYOUT)}; times optional)", writing)
+        _fail(
+            path, f"{_odd('members', missing, unknown)} (a fit has {list(LAYOUT)}; gamma and times optional)", writing
+        )
     _check_dtypes({n: a.dtype for n, a in arrays.items()}, path, writing)
     dims = _check_shapes({n: a.shape for n, a in arrays.items()}, path, writing)
     _check_meta(meta, dims["T"], path, writing)
@@ -200,11 +203,12 @@ def check_fit(arrays: Mapping[str, np.ndarray], meta: Any, path: Any, writing: b
     if bool((alpha < 0).any()) or abs(float(alpha.sum()) - 1.0) > 1e-6 * max(1, dims["K"]):  # GMMParams' rule
         sums = f"sum {float(alpha.sum())!r}, min {float(alpha.min())!r}"
         _fail(path, f"member 'alpha' is not on the simplex ({sums}): weights must be >= 0 and sum to 1", writing)
-    gamma = torch.from_numpy(np.asarray(arrays["gamma"]))
-    try:
-        check_simplex_rows(check_gamma(gamma, dims["N"], dims["K"], gamma.dtype))
-    except ValueError as err:
-        _fail(path, f"member 'gamma': {err}", writing)
+    if "gamma" in arrays:
+        gamma = torch.from_numpy(np.asarray(arrays["gamma"]))
+        try:
+            check_simplex_rows(check_gamma(gamma, dims["N"], dims["K"], gamma.dtype))
+        except ValueError as err:
+            _fail(path, f"member 'gamma': {err}", writing)
     if "times" in arrays and bool((arrays["times"] < 0).any()):
         _fail(path, "member 'times' has negative entries (seconds since the start of the fit)", writing)
     cov = torch.from_numpy(np.asarray(arrays["cov"]))
@@ -280,7 +284,7 @@ def _read_archive(zf: zipfile.ZipFile, size: int, path: Any) -> tuple[dict[str, 
     unknown = sorted(set(names) - {f"{n}.npy" for n in LAYOUT} - {"meta.npy"})
     missing = [n for n in REQUIRED if n not in members]
     if unknown or missing:
-        _fail(path, f"it has {_odd('members', missing, unknown)}; a fit file holds {list(REQUIRED)} (+ times)")
+        _fail(path, f"it has {_odd('members', missing, unknown)}; a fit file holds {list(REQUIRED)} (+ gamma, times)")
     headers = {n: _header(zf, i, path) for n, i in members.items() if n != "meta"}
     _check_dtypes({n: h[1] for n, h in headers.items()}, path)
     _check_shapes({n: h[0] for n, h in headers.items()}, path)  # before any array is read

@@ -6,6 +6,12 @@ state after the closing E-step, L(γ, Θ) = log p(X | Θ).  ``log_likelihood`` i
 eq. 26 at the same Θ, so ``kl_gap = log_likelihood − elbo`` is
 KL(q ‖ p(Z | X, Θ)) ≥ 0 of the free-energy decomposition (second note) and is 0
 after every E-step.
+
+Prediction takes any data source (``core.sources.as_source``: arrays, a ``.npy`` path or memmap, an
+h5py/zarr dataset, a Dask array) and is evaluated block by block (``core.evaluate``); for Dask input
+``predict``, ``predict_proba``, ``score_samples`` and ``responsibilities`` return lazy Dask arrays.
+``gamma`` is ``None`` for fits that did not materialise the N×K responsibilities (out-of-core and
+Dask fits): ``fit.responsibilities(x)`` recomputes them (eq. 20), lazily for Dask.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import numpy as np
 import torch
 
 from ..core.errors import FitFileError
-from ..core.gaussian import logsumexp_rows, normalise_log
-from ..core.gmm import weighted_log_prob
+from ..core.evaluate import gmm_log_weights, label_from, lse_from, map_rows, proba_from, row_total
 from ..core.params import GMMParams
-from ..core.validation import ArrayLike, as_data
+from ..core.sources import Source, as_source
+from ..core.validation import ArrayLike
 from .fit_file import FORMAT, check_fit, read_fit_file
 
 if TYPE_CHECKING:
@@ -44,7 +50,8 @@ class GMMFit:
     """Result of ``fit_cavi``, ``fit_svi`` or ``fit_map``.
 
     params          GMMParams Θ at the end of the fit (in the data's units)
-    gamma           (N, K) responsibilities of the training data
+    gamma           (N, K) responsibilities of the training data, or None when they were not
+                    materialised (out-of-core / Dask fits; ``responsibilities(x)`` recomputes them)
     elbo            (T,) eq. 18 after each iteration/step; ``elbo[-1]`` is eq. 18 at (params, gamma)
     log_likelihood  (T,) eq. 26 at the same Θ as ``elbo``
     method          "cavi", "svi" or "map"
@@ -55,7 +62,7 @@ class GMMFit:
     """
 
     params: GMMParams
-    gamma: torch.Tensor
+    gamma: torch.Tensor | None
     elbo: torch.Tensor
     log_likelihood: torch.Tensor
     method: str
@@ -82,40 +89,59 @@ class GMMFit:
     def k(self) -> int:
         return self.params.k
 
-    def _x(self, x: ArrayLike) -> torch.Tensor:
-        x = as_data(x, dtype=self.params.dtype)
-        if x.shape[1] != self.params.d:
-            raise ValueError(f"x has D = {x.shape[1]} columns but the fit is {self.params.d}-dimensional")
-        return x
+    def _source(self, x: ArrayLike | Source, sample_weight: ArrayLike | None = None) -> Source:
+        """``x`` (and weights) as a validated source in Θ's dtype; D must match."""
+        src = as_source(x, sample_weight, dtype=None if isinstance(x, Source) else self.params.dtype)
+        if src.d != self.params.d:
+            raise ValueError(f"x has D = {src.d} columns but the fit is {self.params.d}-dimensional")
+        return src
 
     # --- prediction ----------------------------------------------------------------------------
-    def predict_proba(self, x: ArrayLike) -> torch.Tensor:
-        """Responsibilities γ (N, K) of new data under the fitted Θ (eq. 20)."""
-        return normalise_log(weighted_log_prob(self._x(x), self.params))[0]  # eq. 20
+    def predict_proba(self, x: ArrayLike | Source) -> Any:
+        """Responsibilities γ (N, K) of new data under the fitted Θ (eq. 20); a lazy Dask array for
+        Dask input."""
+        src = self._source(x)
+        return map_rows(src, proba_from(gmm_log_weights(self.params)), self.params.k)  # eq. 20
 
-    def predict(self, x: ArrayLike) -> torch.Tensor:
-        """The most responsible component of each row (LongTensor (N,))."""
-        return torch.argmax(weighted_log_prob(self._x(x), self.params), dim=1)
+    def responsibilities(self, x: ArrayLike | Source) -> Any:
+        """γ = e_step(x, Θ) (N, K), eq. 20 — for the training data, the ``gamma`` a fit on an
+        out-of-core or Dask source does not keep; a lazy Dask array for Dask input."""
+        return self.predict_proba(x)
 
-    def score_samples(self, x: ArrayLike) -> torch.Tensor:
-        """log p(x_i | Θ) per row (N,)."""
-        return logsumexp_rows(weighted_log_prob(self._x(x), self.params))  # eq. 26 per row
+    def predict(self, x: ArrayLike | Source) -> Any:
+        """The most responsible component of each row (LongTensor (N,); int64 Dask array for Dask)."""
+        return map_rows(self._source(x), label_from(gmm_log_weights(self.params)), integer=True)
 
-    def score(self, x: ArrayLike) -> float:
-        """Mean log-likelihood per row (scikit-learn's ``score``)."""
-        return float(self.score_samples(x).mean())
+    def score_samples(self, x: ArrayLike | Source) -> Any:
+        """log p(x_i | Θ) per row (N,), the terms of eq. 26; a lazy Dask array for Dask input."""
+        return map_rows(self._source(x), lse_from(gmm_log_weights(self.params)))  # eq. 26 per row
+
+    def _total(self, x: ArrayLike | Source, sample_weight: ArrayLike | None) -> tuple[float, float]:
+        """(Σ_i w_i log p(x_i | Θ), Σ_i w_i): eq. 26 with frequency weights (w_i = 1 without)."""
+        return row_total(self._source(x, sample_weight), lse_from(gmm_log_weights(self.params)))
+
+    def score(self, x: ArrayLike | Source, sample_weight: ArrayLike | None = None) -> float:
+        """Mean log-likelihood per row (scikit-learn's ``score``): Σ_i w_i log p(x_i | Θ) / Σ_i w_i."""
+        total, n = self._total(x, sample_weight)
+        return total / n
+
+    def sample(self, n: int, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws (x (n, D), z (n,) LongTensor) from the fitted mixture, eq. 15: ``params.sample``
+        (``GMMParams.sample``; n an integer >= 0, same seed same bits)."""
+        return self.params.sample(n, seed)
 
     def n_parameters(self) -> int:
         return n_parameters(self.params.k, self.params.d, self.covariance_type)
 
-    def bic(self, x: ArrayLike) -> float:
-        """−2 log p(X | Θ) + p log N (scikit-learn's parameter count)."""
-        x = self._x(x)
-        return -2 * float(self.score_samples(x).sum()) + self.n_parameters() * math.log(x.shape[0])
+    def bic(self, x: ArrayLike | Source, sample_weight: ArrayLike | None = None) -> float:
+        """−2 log p(X | Θ) + p log N (scikit-learn's parameter count); with frequency weights
+        −2 Σ_i w_i log p(x_i | Θ) + p log Σ_i w_i."""
+        total, n = self._total(x, sample_weight)
+        return -2 * total + self.n_parameters() * math.log(n)
 
-    def aic(self, x: ArrayLike) -> float:
-        """−2 log p(X | Θ) + 2 p."""
-        return -2 * float(self.score_samples(self._x(x)).sum()) + 2 * self.n_parameters()
+    def aic(self, x: ArrayLike | Source, sample_weight: ArrayLike | None = None) -> float:
+        """−2 log p(X | Θ) + 2 p (weighted: −2 Σ_i w_i log p(x_i | Θ) + 2 p)."""
+        return -2 * self._total(x, sample_weight)[0] + 2 * self.n_parameters()
 
     def to_arviz(self) -> InferenceData:
         """The point estimate as a one-draw ``InferenceData`` (see ``ppl_gmm.arviz_io``)."""
@@ -157,7 +183,7 @@ class GMMFit:
             "alpha": self.params.alpha.numpy(),
             "mu": self.params.mu.numpy(),
             "cov": self.params.cov.numpy(),
-            "gamma": self.gamma.numpy(),
+            **({} if self.gamma is None else {"gamma": self.gamma.numpy()}),  # None: γ not materialised
             "elbo": self.elbo.numpy(),
             "log_likelihood": self.log_likelihood.numpy(),
         }
@@ -191,7 +217,7 @@ def load_fit(path: str | os.PathLike[str]) -> GMMFit:
     try:
         return GMMFit(
             params=GMMParams(a["alpha"], a["mu"], a["cov"]),
-            gamma=a["gamma"],
+            gamma=a.get("gamma"),
             elbo=a["elbo"],
             log_likelihood=a["log_likelihood"],
             method=meta["method"],

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
         @property
         def params(self) -> GMMParams: ...
         @property
-        def gamma(self) -> torch.Tensor: ...
+        def gamma(self) -> torch.Tensor | None: ...
         @property
         def elbo(self) -> torch.Tensor: ...
         @property
@@ -191,7 +191,7 @@ def format_comparison(cmp: _ComparisonLike, seconds: bool = True) -> str:
     """The comparison as a fixed-width text table (``seconds=False``: without the timing column,
     so that the text is the same on every run)."""
     ref = cmp.reference
-    n, d = ref.gamma.shape[0], ref.params.d
+    n, d = ("?" if ref.gamma is None else ref.gamma.shape[0]), ref.params.d
     head = (
         f"{cmp.data}: N = {n}, D = {d}, K = {ref.params.k}, seed = {ref.seed}; every fit starts from the "
         f"same Θ₀ and γ₀ = e_step(x, Θ₀)\n"

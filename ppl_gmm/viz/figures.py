@@ -150,6 +150,7 @@ def fig_faithful_mixture(quick: bool = False) -> Figure:
             ylabel="waiting (min)",
             title=f"CAVI, K = {k}: log p(X) = {float(fit.log_likelihood[-1]):.2f}",
         )
+    assert fit.gamma is not None  # in-memory data: the fit keeps γ
     plot.responsibilities(fit.gamma, ax=ax[0, 2])
     ax[0, 2].set_title("responsibilities γ (K = 3)")
     return fig

@@ -199,6 +199,88 @@ def test_data_without_a_default_prior_are_refused_before_the_fit_starts(tmp_path
     refused(*run(["fit", data, "-k", 2, "--method", "vb"], capsys), "covariance is singular")
 
 
+# --- the .npy file and Dask (issue 10) --------------------------------------------------------------
+def _npy(tmp_path, array, name="data.npy"):
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+_LATE_NAN = np.vstack([_ROWS] * 3000)  # 120,000 rows: more than one block of the validation pass
+_LATE_NAN[-2, 1] = np.nan
+
+
+@pytest.mark.parametrize(
+    "array, extra, expect",
+    [
+        (np.array(["1", "2", "3"]), [], ["holds strings", "float32, float64 or an integer"]),
+        (_ROWS.astype(np.complex128), [], ["complex"]),
+        (_ROWS.astype(bool), [], ["booleans"]),
+        (np.zeros((4, 2, 2)), [], ["3-D", "(N, D)"]),
+        (np.zeros((0, 2)), [], ["empty", "N = 0"]),
+        (np.asfortranarray(_ROWS), [], ["Fortran", "C order"]),
+        (_LATE_NAN, [], ["NaN or infinite", "119998"]),
+        (_ROWS, ["--columns", "x1"], ["--columns is for CSV input"]),
+        (_ROWS, ["--no-header"], ["--no-header is for CSV input"]),
+        (_ROWS, ["-k", "40"], ["-k 40 needs more than 40 distinct rows", "N = 40"]),
+    ],
+    ids=["strings", "complex", "bool", "3d", "no_rows", "fortran", "nan_in_a_late_block", "columns", "no_header", "k"],
+)
+def test_bad_npy_is_refused_before_the_fit(array, extra, expect, tmp_path, capsys):
+    argv = ["fit", _npy(tmp_path, array), "-k", 2, "--no-progress", "--out", tmp_path / "fit.npz", *extra]
+    refused(*run(argv, capsys), *expect)
+    assert not (tmp_path / "fit.npz").exists()
+
+
+def test_npy_that_is_not_npy_is_refused(tmp_path, capsys):
+    refused(*run(["fit", write(tmp_path, GOOD, "data.npy"), "-k", 2], capsys), "data.npy", "not a readable .npy")
+    with open(tmp_path / "x.npz", "wb") as fh:
+        np.savez(fh, a=_ROWS)
+    bad = tmp_path / "archive.npy"
+    bad.write_bytes((tmp_path / "x.npz").read_bytes())
+    refused(*run(["fit", bad, "-k", 2], capsys), "archive.npy", ".npy")
+    refused(*run(["fit", _npy(tmp_path, np.array([{"a": 1}], dtype=object)), "-k", 2], capsys), "data.npy")
+
+
+def test_npy_too_large_for_an_in_memory_method(tmp_path, capsys, monkeypatch):
+    """vb/svi/nuts read a .npy whole: above CSV's limit they are refused, naming cavi and map."""
+    from ppl_gmm.app import npy_input
+
+    monkeypatch.setattr(npy_input, "MAX_INPUT_BYTES", 100)
+    refused(
+        *run(["fit", _npy(tmp_path, _ROWS), "-k", 2, "--method", "vb"], capsys),
+        "--method vb holds the data in memory",
+        "640 bytes",
+        "--method cavi or map",
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, expect",
+    [
+        (["--dask", "0"], ["--dask", "must be an integer >= 1, got 0"]),
+        (["--dask", "-3"], ["--dask", ">= 1"]),
+        (["--dask", "two"], ["--dask", "invalid int value"]),
+        (["--dask", "2", "--scheduler", "tcp://127.0.0.1:8786"], ["not allowed with"]),
+        (["--dask", "2", "--method", "vb"], ["--dask runs --method cavi or map only", "--method vb"]),
+        (["--dask", "2", "--method", "svi"], ["--method svi needs the data in memory"]),
+        (["--scheduler", "tcp://127.0.0.1:8786", "--method", "nuts"], ["--scheduler runs", "--method nuts"]),
+        (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0"], ["--connect-timeout", "> 0"]),
+    ],
+    ids=["zero", "negative", "word", "both", "vb", "svi", "nuts", "timeout"],
+)
+def test_bad_dask_options_are_refused_before_any_cluster_starts(extra, expect, tmp_path, capsys):
+    refused(*run(["fit", _npy(tmp_path, _ROWS), "-k", 2, *extra], capsys), *expect)
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    """Nobody listens on port 9 (discard): the connection is refused until the timeout."""
+    pytest.importorskip("distributed")
+    argv = ["fit", _npy(tmp_path, _ROWS), "-k", 2, "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0.5"]
+    refused(*run(argv, capsys), "--scheduler tcp://127.0.0.1:9: cannot connect to a Dask scheduler")
+    refused(*run([*argv[:-4], "--scheduler", "not an address"], capsys), "--scheduler not an address")
+
+
 # --- K -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "text, argv, expect",
@@ -292,7 +374,14 @@ def test_help_gives_every_option_a_sentence_and_its_default(capsys):
 
 
 # --- progress bars -------------------------------------------------------------------------------
-def test_svi_bar_that_can_stop_early_shows_no_eta(capsys):
+def test_svi_bar_that_can_stop_early_shows_no_eta(capsys, monkeypatch):
+    import functools
+
+    from tqdm.auto import tqdm
+
+    # redraw on every step: tqdm's default redraws at most every 0.1 s, so whether a postfix (set
+    # without a redraw) is ever drawn would depend on how fast the machine runs the steps
+    monkeypatch.setattr(tqdm, "__init__", functools.partialmethod(tqdm.__init__, mininterval=0, miniters=1))
     pg.fit_svi(pg.datasets.load_old_faithful(), 2, num_steps=30, tol=1e-3, seed=0, progress=True)
     err = capsys.readouterr().err
     assert "steps (at most 30)" in err

@@ -52,6 +52,15 @@ FITS = {
     "make_mixture": lambda d, s: pg.datasets.make_mixture(
         20, pg.GMMParams(torch.tensor([0.5, 0.5]), torch.tensor([[0.0], [5.0]]), torch.ones(2, 1, 1)), seed=s
     )[0].numpy(),
+    "GMMParams.sample": lambda d, s: (
+        pg.GMMParams(torch.tensor([0.5, 0.5]), torch.tensor([[0.0], [5.0]]), torch.ones(2, 1, 1))
+        .sample(20, seed=s)[0]
+        .numpy()
+    ),
+    "VBFit.sample": lambda d, s: pg.fit_vb(d[0], 2, d[1], seed=0, max_iter=2, tol=0).sample(20, seed=s)[0].numpy(),
+    "posterior_predictive": lambda d, s: pg.arviz_io.posterior_predictive(
+        pg.fit_vb(d[0], 2, d[1], seed=0, max_iter=2, tol=0).to_arviz(num_samples=3, seed=0), 4, seed=s
+    ),
     "VBFit.to_arviz": lambda d, s: _nuts_draws(
         pg.fit_vb(d[0], 2, d[1], seed=0, max_iter=2).to_arviz(num_samples=5, seed=s)
     ),

@@ -21,7 +21,7 @@ def no_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("work started before the input was validated")
 
-    monkeypatch.setattr(cavi, "initial_params", boom)
+    monkeypatch.setattr(cavi, "initial_params_source", boom)
 
 
 def test_the_no_work_guard_intercepts_a_valid_fit():
@@ -97,7 +97,7 @@ def test_bad_k(k, exc, match):
     [
         ({"covariance_type": "full_rank"}, ValueError, "unknown covariance_type 'full_rank'"),
         ({"covariance_type": None}, ValueError, "unknown covariance_type"),
-        ({"init": "kmeans"}, ValueError, "unknown init 'kmeans'"),
+        ({"init": "k-means"}, ValueError, "unknown init 'k-means'"),
         ({"init": np.zeros((2, 2))}, ValueError, "unknown init"),
         ({"tol": -1.0}, ValueError, "tol must be >= 0"),
         ({"tol": float("nan")}, ValueError, "tol"),
@@ -171,10 +171,12 @@ def test_check_init_and_check_fit_args():
 
     other = Other()
     assert check_init(other, 2, 2, extra=(Other,)) is other
-    with pytest.raises(ValueError, match="unknown init .*; use 'kmeans\\+\\+', 'random', a GMMParams$"):
+    with pytest.raises(ValueError, match="unknown init .*; use 'kmeans\\+\\+', 'kmeans', 'random', a GMMParams$"):
         check_init(other, 2, 2)
-    with pytest.raises(ValueError, match="unknown init 'kmeans'; use 'kmeans\\+\\+', 'random', a GMMParams, a Other"):
-        check_init("kmeans", 2, 2, extra=(Other,))
+    with pytest.raises(
+        ValueError, match="unknown init 'k-means'; use 'kmeans\\+\\+', 'kmeans', 'random', a GMMParams, a Other"
+    ):
+        check_init("k-means", 2, 2, extra=(Other,))
     with pytest.raises(ValueError, match="K = 2, D = 2 but the fit asks for K = 3 on D = 2"):
         check_init(two, 3, 2)
     with pytest.raises(TypeError, match="must be an integer"):

@@ -1,16 +1,20 @@
 """inference.ascent, the one driver of CAVI/EM, MAP-EM and VB, on a tiny fake AscentProblem (pure
 Python, no maths): the order of the calls, the trace semantics (n_iter + 1 entries), the stopping
-rule |Δ|/N < tol, max_iter = 0, non-finite objectives, the closing E-step flag, and restarts."""
+rule |Δ|/N < tol, max_iter = 0, non-finite objectives, the closing E-step flag, restarts (the first
+uses ``seed`` itself) and the ConvergenceWarning; then the restart and warning rules on real fits."""
 
 import dataclasses
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
-from ppl_gmm.core.errors import DivergenceError
+import ppl_gmm as pg
+from ppl_gmm.core.errors import ConvergenceWarning, DivergenceError
 from ppl_gmm.core.rng import spawn_seeds
-from ppl_gmm.inference.ascent import AscentRun, best_of_restarts, fit_ascent
+from ppl_gmm.inference.ascent import AscentRun, best_of_restarts, fit_ascent, restart_seeds
 
 
 class FakeProblem:
@@ -92,7 +96,8 @@ def test_stopping_rule_is_abs_change_over_n_below_tol():
     assert run.converged and run.n_iter == 1
     # max_iter reached before the rule holds: not converged
     problem = FakeProblem([1.0, 2.0, 3.0], n=1, start_value=0.0)
-    run = fit_ascent(problem, max_iter=3, tol=0.5)
+    with pytest.warns(ConvergenceWarning, match="max_iter = 3 .* was 1, not below tol = 0.5"):
+        run = fit_ascent(problem, max_iter=3, tol=0.5)
     assert not run.converged and run.n_iter == 3
 
 
@@ -146,9 +151,16 @@ class FakeFit:
     info: dict = dataclasses.field(default_factory=dict)
 
 
+def test_restart_seeds_are_the_seed_then_its_children_and_nest():
+    assert restart_seeds(11, 1) == [11]
+    assert restart_seeds(11, 4) == [11, *spawn_seeds(11, 3)]
+    assert restart_seeds(11, 7)[:4] == restart_seeds(11, 4)  # child j does not depend on their number
+    assert len(set(restart_seeds(11, 50))) == 50
+
+
 def test_best_of_restarts_keeps_the_best_and_records_its_seed():
-    children = spawn_seeds(11, 4)
-    scores = dict(zip(children, [-3.0, 5.0, 1.0, 5.0]))  # a tie: the first of the best wins
+    seeds = [11, *spawn_seeds(11, 3)]  # the first start uses the seed itself
+    scores = dict(zip(seeds, [-3.0, 5.0, 1.0, 5.0]))  # a tie: the first of the best wins
     seen = []
 
     def run(s):
@@ -156,10 +168,115 @@ def test_best_of_restarts_keeps_the_best_and_records_its_seed():
         return FakeFit(torch.tensor([-10.0, scores[s]]), s, {"kept": True})
 
     best = best_of_restarts(run, 11, 4)
-    assert seen == children
+    assert seen == seeds
     assert float(best.elbo[-1]) == 5.0 and best.seed == 11
-    assert best.info == {"kept": True, "restart_seed": children[1]}
+    assert best.info == {"kept": True, "restart_seed": seeds[1]}
+    # a tie with the seed's own fit keeps it: more restarts replace it only when strictly better
+    tie = best_of_restarts(lambda s: FakeFit(torch.tensor([1.0]), s), 11, 4)
+    assert tie.info == {"restart_seed": 11}
     # one run: the seed itself, returned as it is
     seen.clear()
     single = best_of_restarts(lambda s: FakeFit(torch.tensor([float(s)]), s), 11, 1)
     assert single.seed == 11 and single.info == {} and len(seen) == 0
+
+
+# --- ConvergenceWarning --------------------------------------------------------------------------
+def _warnings_of(f):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = f()
+    return out, [w for w in record if issubclass(w.category, ConvergenceWarning)]
+
+
+def test_convergence_warning_is_a_user_warning_and_public():
+    assert issubclass(ConvergenceWarning, UserWarning) and pg.ConvergenceWarning is ConvergenceWarning
+
+
+@pytest.mark.parametrize(
+    "max_iter, tol, warned",
+    [(3, 0.5, True), (100, 0.5, False), (3, 0.0, False), (0, 0.5, False)],  # converged, tol = 0, max_iter = 0: silent
+)
+def test_convergence_warning_only_when_max_iter_stops_a_fit_short_of_tol(max_iter, tol, warned):
+    run, record = _warnings_of(
+        lambda: fit_ascent(FakeProblem([1.0, 2.0, 3.0, 3.1] + [3.1] * 96, n=1), max_iter=max_iter, tol=tol)
+    )
+    assert len(record) == int(warned) and run.converged == (max_iter == 100)
+    if warned:
+        message = str(record[0].message)
+        assert "raise max_iter, loosen tol" in message.lower() and "the fake objective" in message
+        assert record[0].filename == __file__  # points at the caller, not into the package
+
+
+def test_with_restarts_only_the_returned_fit_decides_the_warning():
+    """scikit-learn's rule (mixture/_base.py): one warning, and only if the best start did not converge."""
+
+    def run(s):  # restart 2 (the best) converges; the others stop at max_iter
+        converged = s == restart_seeds(5, 3)[1]
+        problem = FakeProblem([1.0, 2.0] if converged else [1.0, 5.0, 9.0], n=1)
+        r = fit_ascent(problem, max_iter=2 if converged else 3, tol=2.0 if converged else 0.5)
+        return FakeFit(torch.tensor([10.0 if converged else float(r.elbo[-1])]), s)
+
+    _, record = _warnings_of(lambda: best_of_restarts(run, 5, 3))
+    assert record == []
+
+    def run_bad(s):
+        problem = FakeProblem([1.0, 5.0, 9.0], n=1)
+        return FakeFit(fit_ascent(problem, max_iter=3, tol=0.5).elbo, s)
+
+    _, record = _warnings_of(lambda: best_of_restarts(run_bad, 5, 3))
+    assert len(record) == 1 and "the best of 3 restarts did not converge" in str(record[0].message)
+    _, record = _warnings_of(lambda: best_of_restarts(run_bad, 5, 1))
+    assert len(record) == 1 and "restarts" not in str(record[0].message)
+
+
+@pytest.mark.parametrize("fit", ["fit_cavi", "fit_map", "fit_vb"])
+def test_real_fits_warn_once_at_the_callers_line(faithful, fit):
+    f = getattr(pg, fit)
+    fit_obj, record = _warnings_of(lambda: f(faithful, 2, max_iter=2, seed=0))
+    assert not fit_obj.converged and len(record) == 1 and record[0].filename == __file__
+    fit_obj, record = _warnings_of(lambda: f(faithful, 2, max_iter=2, tol=0.0, seed=0))
+    assert record == [] and fit_obj.n_iter == 2
+    fit_obj, record = _warnings_of(lambda: f(faithful, 2, seed=0))  # converges: silent
+    assert record == [] and fit_obj.converged
+
+
+@pytest.fixture(scope="module")
+def small_mixture():
+    params = pg.GMMParams(
+        torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64),
+        torch.tensor([[-1.5, 0.0], [0.0, 1.5], [1.5, 0.0]], dtype=torch.float64),
+        torch.eye(2, dtype=torch.float64).expand(3, 2, 2),
+    )
+    return pg.datasets.make_mixture(60, params, seed=3)[0]
+
+
+_RESTART_FIT = {"init": "random", "tol": 1e-3, "max_iter": 200}
+
+
+def _check_more_restarts_never_worse(x, seeds):
+    better = 0
+    for seed in seeds:
+        single = pg.fit_cavi(x, 4, seed=seed, **_RESTART_FIT)
+        five = pg.fit_cavi(x, 4, seed=seed, n_init=5, **_RESTART_FIT)
+        assert float(five.elbo[-1]) >= float(single.elbo[-1]), seed
+        better += float(five.elbo[-1]) > float(single.elbo[-1])
+        if five.info["restart_seed"] == seed:  # the seed's own start won: the very fit of n_init = 1
+            for name in ("alpha", "mu", "cov"):
+                assert torch.equal(getattr(five.params, name), getattr(single.params, name))
+            assert torch.equal(five.elbo, single.elbo) and torch.equal(five.gamma, single.gamma)
+    return better
+
+
+def test_more_restarts_are_never_worse_and_the_first_is_the_single_fit(small_mixture):
+    """Issue 11: n_init = 5 returned a worse optimum than n_init = 1 for 13 of 100 seeds, as the
+    restarts left out ``seed``. Overlapping mixtures (several local optima), random starts."""
+    assert _check_more_restarts_never_worse(small_mixture, range(6)) > 0  # restarts do help sometimes
+    restarts = [pg.fit_cavi(small_mixture, 4, seed=s, **_RESTART_FIT) for s in restart_seeds(7, 3)]
+    best = pg.fit_cavi(small_mixture, 4, seed=7, n_init=3, **_RESTART_FIT)
+    assert float(best.elbo[-1]) == max(float(r.elbo[-1]) for r in restarts)
+    assert best.info["restart_seed"] == restart_seeds(7, 3)[int(np.argmax([float(r.elbo[-1]) for r in restarts]))]
+
+
+@pytest.mark.slow
+def test_more_restarts_are_never_worse_over_many_seeds(small_mixture):
+    _check_more_restarts_never_worse(small_mixture, range(6, 30))

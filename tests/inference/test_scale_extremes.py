@@ -157,7 +157,8 @@ def no_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("work started before the data's scale was checked")
 
-    for module, name in ((cavi, "initial_params"), (map_, "initial_params"), (vb, "initial_responsibilities")):
+    starts = ((cavi, "initial_params_source"), (map_, "initial_params_source"), (vb, "initial_params_source"))
+    for module, name in starts:
         monkeypatch.setattr(module, name, boom)
 
 
@@ -211,6 +212,8 @@ BEFORE = {
 
 def test_ordinary_data_give_the_same_bits_as_before(faithful, galaxies):
     """A regression guard (it passed before the change too, by design): s = 1 for these data."""
+    from ppl_gmm.core.validation import data_scale
+
     got = {}
     for ct in COV_TYPES:
         f = pg.fit_cavi(faithful, 2, seed=0, covariance_type=ct)
@@ -224,10 +227,16 @@ def test_ordinary_data_give_the_same_bits_as_before(faithful, galaxies):
     got["vb"] = (f.elbo[-1], f.posterior.W.sum())
     f = pg.fit_vb(galaxies, 3, seed=0)
     got["vb_galaxies"] = (f.elbo[-1], f.posterior.W.sum())
+    # Recorded bits, compared to 1e-13 relative: the last bit moves with the BLAS/numpy build (the
+    # values of 0.3.0 differ by 1 ulp under numpy 2.4), while a change of method or start moves
+    # them by far more; that these data are not rescaled at all is asserted directly.
+    for data in (faithful, galaxies, faithful * 1e-12, faithful + 1e6):
+        assert data_scale(torch.as_tensor(data).reshape(len(data), -1)).is_identity
     for name, (elbo, total) in got.items():
-        assert float(elbo).hex() == BEFORE[name][0], name
-        if total is not None:
-            assert float(total).hex() == BEFORE[name][1], name
+        for value, recorded in ((elbo, BEFORE[name][0]), (total, BEFORE[name][1])):
+            if recorded is not None:
+                want = float.fromhex(recorded)
+                assert abs(float(value) - want) <= 1e-13 * abs(want), (name, float(value).hex(), recorded)
 
 
 def test_fit_svi_bayes_runs_in_scaled_units(x):

@@ -125,6 +125,32 @@ def test_trace_is_the_exact_bound_and_reproducible(sep1d):
     assert bool((a.times[1:] >= a.times[:-1]).all())
     c = pg.fit_svi_bayes(sep1d, 2, prior, num_steps=25, seed=8, init="random")
     assert not torch.equal(a.posterior.m, c.posterior.m)
+    d = pg.fit_svi_bayes(sep1d, 2, prior, num_steps=5, seed=7, subsample_size=20)  # minibatches: the same trace
+    assert d.info["subsample_size"] == 20 and not torch.equal(d.elbo, a.elbo[:5])
+    np.testing.assert_allclose(float(d.elbo[-1]), _bound_by_kl(sep1d, d.gamma, d.posterior, prior), rtol=1e-12)
+
+
+@pytest.mark.slow  # ~3 s idle, 10 s on a busy machine
+def test_minibatches_are_seeded_and_climb_towards_fit_vb(separated_2d):
+    """subsample_size: the same seed gives the same bits; the steps use only |B| rows yet raise the
+    exact full-data bound from a start ~100 nats below fit_vb's optimum (to within a few nats of it)."""
+    x, _, _ = separated_2d
+    x = x[:150]
+    prior = default_prior(x, 3)
+    vb = pg.fit_vb(x, 3, prior, seed=0, tol=0, max_iter=300)
+    start = _perturbed(vb.posterior)
+    run = lambda seed: pg.fit_svi_bayes(x, 3, prior, num_steps=30, seed=seed, init=start, subsample_size=30)
+    a, b = run(5), run(5)
+    for name in ("alpha", "m", "beta", "nu", "W"):
+        assert torch.equal(getattr(a.posterior, name), getattr(b.posterior, name))
+    assert torch.equal(a.elbo, b.elbo)
+    assert a.info["subsample_size"] == 30
+    np.testing.assert_allclose(float(a.elbo[-1]), float(lower_bound(x, a.gamma, a.posterior, prior)), rtol=1e-12)
+    assert float(vb.elbo[-1] - a.elbo[0]) > 50 and float(vb.elbo[-1] - a.elbo[-1]) < 0.5 * float(
+        vb.elbo[-1] - a.elbo[0]
+    )
+    full = pg.fit_svi_bayes(x, 3, prior, num_steps=30, seed=5, init=start)
+    assert not torch.equal(full.elbo, a.elbo)  # the plate really subsampled
 
 
 def test_divergence_is_caught(separated_2d):
@@ -148,3 +174,9 @@ def test_bad_input_fails_before_work(sep1d):
         pg.fit_svi_bayes(sep1d[:3], 4, default_prior(sep1d[:3], 3), num_steps=5)
     with pytest.raises(ValueError, match="NaN or infinite"):
         pg.fit_svi_bayes(np.r_[sep1d, np.nan], 2, prior, num_steps=5)
+    with pytest.raises(ValueError, match="subsample_size must be <= N = 150"):
+        pg.fit_svi_bayes(sep1d, 2, prior, num_steps=5, subsample_size=151)
+    with pytest.raises(ValueError, match="subsample_size"):
+        pg.fit_svi_bayes(sep1d, 2, prior, num_steps=5, subsample_size=0)
+    with pytest.raises(TypeError, match="subsample_size"):
+        pg.fit_svi_bayes(sep1d, 2, prior, num_steps=5, subsample_size=2.5)

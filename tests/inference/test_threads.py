@@ -113,3 +113,50 @@ def test_different_fits_at_once_do_not_disturb_each_other(data):
     _assert_same_states(before, _global_states())
     for name, seq, par in zip(names, sequential, concurrent):
         _assert_bit_identical(seq, par, f"{name} run beside the other fits differs from its sequential call")
+
+
+# --- fit_cavi's worker pool (inference._passes) -----------------------------------------------------
+def _spy_kernel(monkeypatch):
+    """Record (thread name, torch thread count) for every block the fused kernel runs."""
+    from ppl_gmm.inference import _engine
+
+    seen = []
+    real = _engine._Kernel.run
+
+    def run(self, *args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_engine._Kernel, "run", run)
+    return seen
+
+
+def test_large_passes_run_on_the_pool_with_one_torch_thread_each(monkeypatch):
+    """Work above PARALLEL_WORK: whole tasks on ``threads`` pool workers, each on one torch thread;
+    the caller's torch thread count is what it was afterwards (also after an error)."""
+    from ppl_gmm.inference import _engine
+
+    monkeypatch.setattr(_engine, "TASK_BLOCKS", 1)
+    monkeypatch.setattr(_engine, "block_rows", lambda n, k, d: 64)
+    monkeypatch.setattr("ppl_gmm.inference.cavi.PARALLEL_WORK", 0)
+    x = pg.datasets.load_old_faithful()  # 272 rows: 5 tasks of 64 rows
+    seen = _spy_kernel(monkeypatch)
+    torch.set_num_threads(2)
+    fit = pg.fit_cavi(x, 2, seed=0, max_iter=3, tol=0, threads=2)
+    assert torch.get_num_threads() == 2
+    assert {n for n, _ in seen} <= {f"ppl_gmm_{i}" for i in range(2)} and len(seen) == 5 * 4
+    assert {t for _, t in seen} == {1}
+    ref = pg.fit_cavi(x, 2, seed=0, max_iter=3, tol=0, threads=1)  # the same tasks in the calling thread
+    assert torch.equal(fit.params.cov, ref.params.cov) and torch.equal(fit.elbo, ref.elbo)
+    with pytest.raises(pg.EmptyComponentError):  # far init: a component empties during the fit
+        far = pg.GMMParams(fit.params.alpha, fit.params.mu + torch.tensor([[0.0, 0.0], [1e4, 1e4]]), fit.params.cov)
+        pg.fit_cavi(x, 2, init=far, max_iter=3, threads=2, reg_covar=0.0)
+    assert torch.get_num_threads() == 2
+
+
+def test_small_fits_stay_in_the_calling_thread(monkeypatch):
+    seen = _spy_kernel(monkeypatch)
+    torch.set_num_threads(2)
+    pg.fit_cavi(pg.datasets.load_old_faithful(), 2, seed=0, max_iter=3, tol=0)  # N·K·D < PARALLEL_WORK
+    assert torch.get_num_threads() == 2
+    assert {n for n, _ in seen} == {threading.current_thread().name} and {t for _, t in seen} == {1}

@@ -18,7 +18,7 @@ from ppl_gmm.core.vb_posterior import VBPosterior, lower_bound, sample_posterior
 from ppl_gmm.inference import _vb_kernel
 from ppl_gmm.results.vb_fit import VBFit
 
-from oracles import sklearn_bgm
+from oracles import normal_wishart_evidence, sklearn_bgm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
 
@@ -90,21 +90,7 @@ def test_iteration_for_iteration_equal_to_sklearn(case, faithful):
 # --- K = 1: the bound is the exact log evidence -------------------------------------------------------
 def _log_evidence_murphy(x, prior):
     """ln p(X) of the Normal-Wishart model, Murphy (2007) eq. 266 (Λ0 = W0⁻¹ there)."""
-    n, d = x.shape
-    beta0, nu0, m0 = prior.beta0, prior.nu0, prior.m0.numpy()
-    s0 = prior.W0_inv.numpy()
-    xbar = x.mean(0)
-    scatter = (x - xbar).T @ (x - xbar)
-    beta_n, nu_n = beta0 + n, nu0 + n
-    s_n = s0 + scatter + beta0 * n / beta_n * np.outer(xbar - m0, xbar - m0)
-    return (
-        -0.5 * n * d * math.log(math.pi)
-        + multigammaln(0.5 * nu_n, d)
-        - multigammaln(0.5 * nu0, d)
-        + 0.5 * nu0 * np.linalg.slogdet(s0)[1]
-        - 0.5 * nu_n * np.linalg.slogdet(s_n)[1]
-        + 0.5 * d * math.log(beta0 / beta_n)
-    )
+    return normal_wishart_evidence(x, prior.m0.numpy(), prior.beta0, prior.nu0, prior.W0_inv.numpy())[1]
 
 
 def _log_evidence_sequential(x, prior):

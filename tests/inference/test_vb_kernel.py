@@ -11,7 +11,7 @@ from scipy.special import log_softmax, logsumexp, softmax
 
 import ppl_gmm as pg
 from ppl_gmm.core.priors import NormalWishartPrior, conjugate_update_from_data
-from ppl_gmm.core.vb_posterior import VBPosterior, posterior_cholesky
+from ppl_gmm.core.vb_posterior import VBPosterior, expected_log_weights, posterior_cholesky
 from ppl_gmm.inference import _vb_kernel as kernel
 
 from oracles import random_gamma, random_params
@@ -64,7 +64,7 @@ def _rel(a, b):
 @pytest.mark.parametrize("block_rows, cache", [(None, True), (None, False), (37, True), (37, False)])
 def test_design_scan_is_log_rho_normalised(d, block_rows, cache):
     x, xc, prior, m0c, w0_inv, st, chol, post = _setup(d)
-    c, u, _ = kernel.e_terms(st, chol, d)
+    c, u, _ = kernel.e_terms(st, chol, d, expected_log_weights(st.alpha))
     assert kernel.spread(st, u) <= kernel.G_EXPANSION_MAX  # the design path is the one VBProblem takes
     iu = torch.triu_indices(d, d)
     design = kernel.design_t(st.m, u @ u.transpose(1, 2), c, iu)
@@ -85,7 +85,7 @@ def test_design_scan_is_log_rho_normalised(d, block_rows, cache):
 @pytest.mark.parametrize("far", [False, True], ids=["near", "far"])
 def test_exact_scan_is_log_rho_normalised(d, far):
     x, xc, prior, m0c, w0_inv, st, chol, post = _setup(d, far=far)
-    c, u, _ = kernel.e_terms(st, chol, d)
+    c, u, _ = kernel.e_terms(st, chol, d, expected_log_weights(st.alpha))
     assert (kernel.spread(st, u) > kernel.G_EXPANSION_MAX) == far  # far: VBProblem takes the exact path
     blocks, t_stats, h, lse = kernel.scan(xc, 3, exact=(st.m, u, c), want_stats=False, block_rows=64)
     assert t_stats is None and len(blocks) == 5

@@ -85,7 +85,7 @@ def _swap_rows(a):  # rows still sum to 1, but with a negative entry
 CASES = {
     # members
     "meta missing": (lambda a, m: a.update(meta=None), "no 'meta' member"),
-    "gamma missing": (lambda a, m: a.pop("gamma"), r"missing members \['gamma'\]"),
+    "elbo missing": (lambda a, m: a.pop("elbo"), r"missing members \['elbo'\]"),  # gamma is optional
     "unknown member": (lambda a, m: a.update(extra=np.zeros(2)), r"unknown members \['extra.npy'\]"),
     "pickled meta": (lambda a, m: a.update(meta=np.array([{"format": 1}], dtype=object)), "pickled object array"),
     "pickled gamma": (lambda a, m: a.update(gamma=np.array([None] * N, dtype=object)), "'gamma' is a pickled object"),
