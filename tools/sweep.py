@@ -857,6 +857,11 @@ add("fit_vb: npy x 1e150", "either", lambda: pg.fit_vb(_npy_file(blobs() * 1e150
 for bad in (0, -1, 1.5, True, "2"):
     add(f"fit_vb: threads={bad!r}", "refuse", lambda b=bad: pg.fit_vb(_npy_file(blobs()), 2, threads=b), match="thread")
 add("fit_vb: threads=3", "ok", lambda: pg.fit_vb(_npy_file(blobs()), 2, threads=3, seed=0))
+add("fit_vb: device='cpu'", "ok", lambda: pg.fit_vb(blobs(), 2, device="cpu", seed=0))  # issue 10, item 7
+add("fit_vb: npy device='cpu'", "ok", lambda: pg.fit_vb(_npy_file(blobs()), 2, device=torch.device("cpu"), seed=0))
+add("fit_vb: device='bogus'", "refuse", lambda: pg.fit_vb(_npy_file(blobs()), 2, device="bogus"), match="device")
+add("fit_vb: device=3.5", "refuse", lambda: pg.fit_vb(blobs(), 2, device=3.5), match="device")
+add("fit_vb: device='cuda:x'", "refuse", lambda: pg.fit_vb(blobs(), 2, device="cuda:x"), match="device")
 add(
     "VBFit.responsibilities: npy fit",
     "ok",
@@ -1061,8 +1066,53 @@ for opt, val in [
     ("--num-chains", "0"),
     ("--covariance-type", "bogus"),
     ("--local-updates", "bogus"),
+    ("--weight-prior", "bogus"),
 ]:
     cli_case(f"{opt} {val}", "refuse", lambda o=opt, v=val: ["fit", _csv(GOOD), "-k", "2", o, v])
+for _m in ("map", "vb"):  # --covariance-type: cavi, map and vb fit every type; svi and nuts refuse all but full
+    for _ct in ("diag", "spherical", "tied"):
+        cli_case(
+            f"ok {_m} --covariance-type {_ct}",
+            "ok",
+            lambda m=_m, ct=_ct: ["fit", _csv(GOOD), "-k", "2", "--method", m, "--covariance-type", ct],
+        )
+for _m, _ct in (("svi", "diag"), ("nuts", "spherical")):
+    cli_case(
+        f"{_m} --covariance-type {_ct}",
+        "refuse",
+        lambda m=_m, ct=_ct: ["fit", _csv(GOOD), "-k", "2", "--method", m, "--covariance-type", ct],
+        match="full covariances",
+    )
+cli_case(  # --weight-prior (vb): the Dirichlet process truncated at K sticks, concentration --alpha0
+    "ok vb --weight-prior dirichlet_process",
+    "ok",
+    lambda: ["fit", _csv(GOOD), "-k", "4", "--method", "vb", "--weight-prior", "dirichlet_process", "--alpha0", "0.01"],
+)
+cli_case(
+    "ok vb dirichlet_process tied --out .nc",
+    "ok",
+    lambda: [
+        "fit",
+        _csv(GOOD),
+        "-k",
+        "3",
+        "--method",
+        "vb",
+        "--weight-prior",
+        "dirichlet_process",
+        "--covariance-type",
+        "tied",
+        "--out",
+        os.path.join(tmpdir(), "f.nc"),
+    ],
+)
+for _m in ("cavi", "svi", "map", "nuts"):
+    cli_case(
+        f"{_m} --weight-prior dirichlet_process",
+        "refuse",
+        lambda m=_m: ["fit", _csv(GOOD), "-k", "2", "--method", m, "--weight-prior", "dirichlet_process"],
+        match="--weight-prior dirichlet_process is for --method vb",
+    )
 cli_case("figures --only bogus", "refuse", lambda: ["figures", "--only", "bogus", "--out", tmpdir()])
 cli_case("figures --out a file", "refuse", lambda: ["figures", "--out", _csv("x"), "--quick"])
 cli_case("no subcommand", "refuse", list)
@@ -1083,7 +1133,31 @@ def _npy(array: Any, name: str = "data.npy") -> str:
 _NPY_ROWS = blobs(40)
 cli_case("npy ok", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--out", os.path.join(tmpdir(), "f.npz")])
 cli_case("npy ok map", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "map"])
-cli_case("npy ok vb (read whole)", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "vb"])
+cli_case("npy ok vb (in blocks)", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "vb"])
+cli_case(
+    "npy ok vb diag dirichlet_process (in blocks)",
+    "ok",
+    lambda: [
+        "fit",
+        _npy(_NPY_ROWS),
+        "-k",
+        "2",
+        "--method",
+        "vb",
+        "--covariance-type",
+        "diag",
+        "--weight-prior",
+        "dirichlet_process",
+    ],
+)
+cli_case(
+    "npy ok vb --out .nc",
+    "ok",
+    lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "vb", "--out", os.path.join(tmpdir(), "f.nc")],
+)
+cli_case(
+    "npy ok svi (read whole)", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--method", "svi", "--num-steps", "5"]
+)
 cli_case("npy ok 1-D float32", "ok", lambda: ["fit", _npy(_NPY_ROWS[:, 0].astype(np.float32)), "-k", "2"])
 cli_case("npy ok int", "ok", lambda: ["fit", _npy((_NPY_ROWS * 100).astype(np.int32)), "-k", "2"])
 cli_case("npy magic, no suffix", "ok", lambda: ["fit", _npy(_NPY_ROWS, "data.bin"), "-k", "2"])
@@ -1105,10 +1179,13 @@ cli_case("npy --columns", "refuse", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", 
 cli_case("npy k > N", "refuse", lambda: ["fit", _npy(_NPY_ROWS), "-k", "41"])
 for _val in ("0", "-1", "1.5", "many", "100000"):
     cli_case(f"--dask {_val}", "refuse", lambda v=_val: ["fit", _npy(_NPY_ROWS), "-k", "2", "--dask", v])
-for _m in ("svi", "vb", "nuts"):
+for _m in ("svi", "nuts"):
     cli_case(
         f"--dask --method {_m}", "refuse", lambda m=_m: ["fit", _csv(GOOD), "-k", "2", "--dask", "2", "--method", m]
     )
+cli_case(  # vb runs on a Dask array since fit_vb reads any source (a 1-worker cluster, started and closed)
+    "--dask --method vb", "ok", lambda: ["fit", _npy(_NPY_ROWS), "-k", "2", "--dask", "1", "--method", "vb"]
+)
 cli_case(
     "--dask and --scheduler", "refuse", lambda: ["fit", _csv(GOOD), "-k", "2", "--dask", "2", "--scheduler", "x:1"]
 )

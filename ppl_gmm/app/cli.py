@@ -7,7 +7,9 @@
 
 The contract. Exit code 0: done. Exit code 2: bad input, reported as one line
 ``ppl-gmm: error: ...`` on stderr, never a traceback (set ``PPL_GMM_DEBUG=1`` to see one), and
-found before any fitting starts: a bad flag or number, an input that is not a regular UTF-8 CSV
+found before any fitting starts: a bad flag or number, an option the method does not fit by
+(:func:`check_method_options`: ``--covariance-type`` other than full with svi or nuts,
+``--weight-prior dirichlet_process`` with another method than vb), an input that is not a regular UTF-8 CSV
 file of at most 1 GiB (:data:`~ppl_gmm.app.csv_input.MAX_INPUT_BYTES`) with lines of at most
 2**20 characters, a malformed CSV, a non-numeric or missing value, a first row of numbers read as a header
 (use ``--no-header``), a K the data cannot support (:func:`check_k_supported`), or an ``--out``
@@ -15,25 +17,26 @@ path that cannot be written or whose extension does not match the method (:data:
 A ``.npy`` input (``npy_input``) is memory-mapped and validated by one pass over its blocks (a bad
 dtype or shape, NaN/inf naming the row: exit 2); ``--dask N`` / ``--scheduler ADDRESS``
 (``dask_session``) fit it, or a CSV, as a Dask array chunked by rows on a local cluster of N worker
-processes or an existing one (cavi and map only; an unreachable scheduler: exit 2). A fit that
+processes or an existing one (cavi, map and vb; an unreachable scheduler: exit 2). A fit that
 stopped at ``--max-iter`` before converging prints one line ``ppl-gmm: warning: ...`` on stderr
 (:class:`~ppl_gmm.core.errors.ConvergenceWarning`).
 Exit code 1: a fit or a figure failed on valid input (still one line). Exit code 130: interrupted.
 Exit code 141 (128 + SIGPIPE, what a shell reports for a process killed by a broken pipe): the
 reader of stdout went away (``ppl-gmm ... | head``); the command stops quietly.
+
+The argument parser, its option types and its help texts are in ``parser`` (the documentation's
+command-line page is its ``--help`` output); this module checks the input and runs the commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import stat
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
@@ -41,6 +44,15 @@ from ..core.errors import ConvergenceWarning, MultimodalityWarning
 from .csv_input import MAX_INPUT_BYTES, MAX_LINE_CHARS, CliError, read_csv
 from .dask_session import DASK_METHODS, check_dask_method, dask_client
 from .npy_input import column_names, in_memory, is_npy, npy_dask_array, open_npy
+from .parser import (
+    COVARIANCE_METHODS,
+    EXIT_BROKEN_PIPE,
+    MAX_RESTARTS,
+    METHODS,
+    PROG,
+    WEIGHT_PRIOR_METHODS,
+    build_parser,
+)
 
 __all__ = [
     "main",
@@ -56,87 +68,17 @@ __all__ = [
     "check_k_rows",
     "check_out_file",
     "check_out_dir",
+    "check_method_options",
 ]
 
-METHODS = ("cavi", "svi", "map", "vb", "nuts")
 #: The file format --out writes, by method: a ``GMMFit`` as ``.npz`` (``ppl_gmm.load_fit``), or an
 #: ArviZ ``InferenceData`` as netCDF ``.nc`` (``ppl_gmm.arviz_io.load_inference_data``).
 OUT_SUFFIX = {"cavi": ".npz", "svi": ".npz", "map": ".npz", "vb": ".nc", "nuts": ".nc"}
-#: The most restarts (--n-init) and chains (--num-chains): their seeds are spawned up front.
-MAX_RESTARTS = 10_000
-#: The exit code when stdout's reader has gone (128 + SIGPIPE).
-EXIT_BROKEN_PIPE = 141
-#: The most local Dask workers (--dask N).
-MAX_WORKERS = 1024
 #: The package's warnings printed as one line "ppl-gmm: warning: ..." (others keep Python's format).
 ONE_LINE_WARNINGS = (ConvergenceWarning, MultimodalityWarning)
-PROG = "ppl-gmm"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise CliError(f"{message} (see '{self.prog} --help')")
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Every option's help ends with its default: "(default: X)", "(default: off)" for a flag,
-    unless the help already states it or the option is required."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default:" in text or action.required or action.default in (None, argparse.SUPPRESS):
-            return text
-        if action.nargs == 0 and action.default is False:
-            return f"{text} (default: off)"
-        return f"{text} (default: %(default)s)"
-
-
-# --- option values -----------------------------------------------------------------------------
-def _shown(text: str, quote: bool = True) -> str:
-    """``text`` for a message, cut at 40 characters."""
-    cut = text if len(text) <= 40 else text[:40] + "..."
-    return repr(cut) if quote else cut
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum (and <= maximum); any size, so seeds like 2**70 parse."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            if text.strip().isdigit():  # longer than Python converts (sys.get_int_max_str_digits())
-                raise argparse.ArgumentTypeError(f"has {len(text.strip())} digits, more than Python reads") from None
-            raise argparse.ArgumentTypeError(f"invalid int value: {_shown(text)}") from None
-        if value < minimum:
-            what = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
-            raise argparse.ArgumentTypeError(f"must be {what}, got {_shown(text.strip(), quote=False)}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {_shown(text.strip(), quote=False)}")
-        return value
-
-    return parse
-
-
-def _real(positive: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number, > 0 (``positive``) or >= 0."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid float value: {_shown(text)}") from None
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number {'> 0' if positive else '>= 0'}, got {_shown(text.strip(), quote=False)}"
-            )
-        return value
-
-    return parse
-
-
+# --- progress ----------------------------------------------------------------------------------
 def _show_progress(args) -> bool:
     """Progress bars by default on a terminal; off with --no-progress or when stderr is not a
     terminal (a log file would otherwise receive every redraw)."""
@@ -271,7 +213,7 @@ def _check_k_counts(k: int, n: int, d: int, distinct: int, have: str, method: st
 # --- fitting -----------------------------------------------------------------------------------
 def _prior(x, k, alpha0):
     """default_prior(x, k) (``default_prior_source`` for a source read in blocks), with --alpha0.
-    For a source without --alpha0: None, so that fit_map builds the same prior in its own pass."""
+    For a source without --alpha0: None, so that fit_map / fit_vb build the same prior in their own pass."""
     import dataclasses
 
     from ..core.priors import default_prior, default_prior_source
@@ -332,7 +274,17 @@ def _fit(args, x, prior):
     if args.method == "vb":
         from ..inference.vb import fit_vb
 
-        return fit_vb(x, k, prior, max_iter=args.max_iter, tol=args.tol, seed=seed, progress=progress)
+        return fit_vb(
+            x,
+            k,
+            prior,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            seed=seed,
+            covariance_type=args.covariance_type,
+            weight_prior=args.weight_prior,
+            progress=progress,
+        )
     from ..inference.nuts import fit_nuts
 
     return fit_nuts(
@@ -365,13 +317,28 @@ def _save(result, path, seed) -> str:
 
 
 # --- commands ----------------------------------------------------------------------------------
+def check_method_options(args) -> None:
+    """Refuse, before any work, an option the method does not fit by: a --covariance-type other than
+    full with svi or nuts (:data:`~ppl_gmm.app.parser.COVARIANCE_METHODS`), and --weight-prior
+    dirichlet_process with another method than vb (:data:`~ppl_gmm.app.parser.WEIGHT_PRIOR_METHODS`)."""
+    method = args.method
+    if method not in COVARIANCE_METHODS and args.covariance_type != "full":
+        raise CliError(
+            f"--covariance-type {args.covariance_type} is for --method {', '.join(COVARIANCE_METHODS[:-1])} or "
+            f"{COVARIANCE_METHODS[-1]}; --method {method} fits full covariances"
+        )
+    if method not in WEIGHT_PRIOR_METHODS and args.weight_prior != "dirichlet":
+        has = "has no prior" if method in ("cavi", "svi") else "puts the Dirichlet Dir(alpha0 1_K) on the weights"
+        raise CliError(
+            f"--weight-prior {args.weight_prior} is for --method {' or '.join(WEIGHT_PRIOR_METHODS)}; "
+            f"--method {method} {has}"
+        )
+
+
 def _cmd_fit(args) -> int:
     if args.k < 1:
         raise CliError(f"-k must be at least 1, got {args.k}")
-    if args.method != "cavi" and args.covariance_type != "full":
-        raise CliError(
-            f"--covariance-type {args.covariance_type} is for --method cavi; {args.method} fits full covariances"
-        )
+    check_method_options(args)
     flag = "--dask" if args.dask is not None else "--scheduler" if args.scheduler is not None else None
     if flag is not None:
         check_dask_method(args.method, flag)
@@ -388,7 +355,7 @@ def _cmd_fit(args) -> int:
         return _fit_on_dask(args, flag, npy)
     source = open_npy(args.file)  # memory-mapped, validated in one pass over its blocks
     names = column_names(source.d)
-    if args.method in DASK_METHODS:  # cavi, map: read in blocks, whatever the size
+    if args.method in DASK_METHODS:  # cavi, map, vb: read in blocks, whatever the size
         check_k_rows(args.k, source.n, source.d, args.method, args.covariance_type)
         return _fit_and_report(args, names, source, f"N = {source.n} rows, memory-mapped")
     x = in_memory(source, args.method)
@@ -468,167 +435,9 @@ def _cmd_figures(args) -> int:
     return 0
 
 
-_FIT_EPILOG = f"""\
-input: a UTF-8 CSV file (a byte-order mark is dropped), a regular file of at most {MAX_INPUT_BYTES >> 30} GiB
-  with lines of at most {MAX_LINE_CHARS:,} characters. Its first row names the columns; a first row of
-  numbers only is refused as a header: pass --no-header to read it as data, columns x1..xD.
-  Or a .npy file (a name ending in .npy, or numpy's magic bytes) of any size: float32, float64 or
-  integers, (N,) or (N, D) in C order, columns x1..xD. cavi and map memory-map it and read it in
-  blocks (NaN/inf refused, naming the row, before the fit); vb, svi and nuts read it whole
-  (at most {MAX_INPUT_BYTES >> 30} GiB).
-dask: --dask N or --scheduler ADDRESS fit the data (CSV or .npy) as a Dask array chunked by rows,
-  where the chunks live; cavi and map only. A .npy is read by the workers from its path.
-K: 1 <= K <= N, and more distinct rows than K for every method; cavi and svi (no prior) need
-  at least K (D + 1) distinct rows for full covariances (K + D tied, 2 K diag or spherical);
-  map, vb and nuts need D + 1 (their default prior), and their priors keep small clusters
-  well-posed.
---out: cavi, svi and map write a .npz (ppl_gmm.load_fit); vb and nuts write netCDF .nc
-  (ppl_gmm.arviz_io.load_inference_data; vb: 1000 draws of q). A path with another extension,
-  in a missing or read-only directory, or naming a directory is refused before the fit.
-exit codes: 0 done; 2 bad input (one line "{PROG}: error: ..." on stderr, before any fitting);
-  1 the fit failed; 130 interrupted; {EXIT_BROKEN_PIPE} stdout's reader went away (e.g. | head).
-"""
-
-
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
-    p = _Parser(
-        prog=PROG,
-        description="Gaussian mixture models the probabilistic-programming way.",
-        epilog=f"Bad input gives one line '{PROG}: error: ...' on stderr and exit code 2 ('{PROG} fit --help').",
-        formatter_class=_HelpFormatter,
-    )
-    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="{fit,demo,figures}")
-    seed = _integer(0)
-    seed_help = "seed of every random choice: any non-negative integer, the same seed gives the same bits"
-
-    f = sub.add_parser(
-        "fit",
-        help="fit a CSV's numeric columns or a .npy array and print a summary",
-        description="Fit a Gaussian mixture to a CSV file's numeric columns or a .npy array and print a summary.",
-        epilog=_FIT_EPILOG,
-        formatter_class=_HelpFormatter,
-    )
-    f.add_argument(
-        "file",
-        metavar="FILE",
-        help="the data: a CSV file whose first row names the columns (or see --no-header), or a .npy file "
-        "(memory-mapped, read in blocks; columns x1..xD)",
-    )
-    f.add_argument("-k", type=int, required=True, help="number of components K (required; see 'K' below)")
-    f.add_argument(
-        "--method",
-        choices=METHODS,
-        default="cavi",
-        help="inference method: cavi (closed-form EM), svi (Pyro SVI), map (EM under the default prior), "
-        "vb (closed-form variational Bayes), nuts (Pyro NUTS)",
-    )
-    f.add_argument(
-        "--columns", nargs="+", metavar="C", help="the columns to fit, by name, e.g. a b or a,b (default: every column)"
-    )
-    f.add_argument(
-        "--no-header",
-        action="store_true",
-        help="the first row is data, not column names; the columns are then named x1..xD (for --columns)",
-    )
-    f.add_argument(
-        "--out",
-        metavar="PATH",
-        help="save the result: cavi/svi/map to PATH.npz (load_fit), vb/nuts to PATH.nc (netCDF InferenceData) "
-        "(default: not saved)",
-    )
-    f.add_argument("--seed", type=seed, default=0, help=seed_help)
-    f.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (one is shown only when stderr is a terminal)"
-    )
-    g = f.add_argument_group("Dask (cavi, map): the data as a Dask array chunked by rows")
-    x = g.add_mutually_exclusive_group()
-    x.add_argument(
-        "--dask",
-        type=_integer(1, MAX_WORKERS),
-        metavar="N",
-        help="start a local Dask cluster of N worker processes (one thread each) for the fit; closed on exit "
-        "(default: no Dask)",
-    )
-    x.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="fit on an existing Dask cluster, e.g. tcp://host:8786; a .npy path must be readable by its workers "
-        "(default: no Dask)",
-    )
-    g.add_argument(
-        "--connect-timeout",
-        type=_real(True),
-        default=10.0,
-        metavar="SECONDS",
-        help="give up on an unreachable --scheduler after this many seconds",
-    )
-    g = f.add_argument_group("cavi / map / vb")
-    g.add_argument(
-        "--max-iter", type=_integer(0), default=1000, help="the most iterations of the ascent (0: the initial fit only)"
-    )
-    g.add_argument(
-        "--tol", type=_real(False), default=1e-8, help="stop when |change of the objective| / N < tol (also svi)"
-    )
-    g.add_argument("--n-init", type=_integer(1, MAX_RESTARTS), default=1, help="restarts; the best is kept (cavi, map)")
-    g.add_argument(
-        "--covariance-type",
-        choices=("full", "diag", "spherical", "tied"),
-        default="full",
-        help="covariance structure (cavi; the other methods fit full covariances)",
-    )
-    g.add_argument(
-        "--reg-covar", type=_real(False), default=1e-6, help="added to every covariance's diagonal (cavi, svi)"
-    )
-    g = f.add_argument_group("svi")
-    g.add_argument("--num-steps", type=_integer(1), default=2000, help="the most SVI steps")
-    g.add_argument("--lr", type=_real(True), default=0.05, help="Adam's learning rate")
-    g.add_argument(
-        "--local-updates",
-        choices=("gradient", "natural"),
-        default="gradient",
-        help="γ by Adam steps, or in closed form before each step (natural gradient)",
-    )
-    g = f.add_argument_group("map / vb / nuts (prior: default_prior(x, k))")
-    g.add_argument(
-        "--alpha0",
-        type=_real(True),
-        help="the prior's Dirichlet concentration; below 1 it switches off unneeded components "
-        "(default: 1, that of default_prior)",
-    )
-    g.add_argument("--num-samples", type=_integer(1), default=1000, help="NUTS draws per chain, after warm-up")
-    g.add_argument("--warmup-steps", type=_integer(0), default=500, help="NUTS warm-up steps per chain")
-    g.add_argument("--num-chains", type=_integer(1, MAX_RESTARTS), default=1, help="NUTS chains, run one after another")
-    f.set_defaults(run=_cmd_fit)
-
-    d = sub.add_parser(
-        "demo",
-        help="SVI vs CAVI on the shipped Old Faithful data",
-        description="CAVI, plain SVI and natural-gradient SVI on Old Faithful (K = 2): one table.",
-        formatter_class=_HelpFormatter,
-    )
-    d.add_argument("--seed", type=seed, default=0, help=seed_help)
-    d.add_argument("--num-steps", type=_integer(1), default=3000, help="plain SVI steps")
-    d.add_argument("--natural-steps", type=_integer(0), default=200, help="natural-gradient SVI steps (0: skip)")
-    d.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (one is shown only when stderr is a terminal)"
-    )
-    d.set_defaults(run=_cmd_demo)
-
-    fg = sub.add_parser(
-        "figures",
-        help="regenerate the figures (byte-identical on re-run)",
-        description="Regenerate the README's figures from fixed seeds (byte-identical on re-run).",
-        formatter_class=_HelpFormatter,
-    )
-    fg.add_argument("--out", default="figures", metavar="DIR", help="output directory, created if missing")
-    fg.add_argument("--quick", action="store_true", help="fewer steps and draws (for CI)")
-    fg.add_argument("--only", nargs="+", metavar="NAME", help="only these figures, see --list (default: all)")
-    fg.add_argument("--list", action="store_true", help="list the figures and exit")
-    fg.set_defaults(run=_cmd_figures)
-    return p
+    """The parser (``parser.build_parser``) with this module's commands."""
+    return build_parser({"fit": _cmd_fit, "demo": _cmd_demo, "figures": _cmd_figures})
 
 
 def _one_line(err: BaseException) -> str:

@@ -23,7 +23,7 @@ from .csv_input import CliError
 __all__ = ["DASK_METHODS", "dask_client", "check_dask_method"]
 
 #: The methods that run on a Dask array (the closed-form fits over row chunks).
-DASK_METHODS = ("cavi", "map")
+DASK_METHODS = ("cavi", "map", "vb")
 #: Seconds allowed to close the client and the cluster.
 _CLOSE_TIMEOUT = 10
 
@@ -32,7 +32,8 @@ def check_dask_method(method: str, flag: str) -> None:
     """Refuse, before any work, a method that cannot run on a Dask array."""
     if method not in DASK_METHODS:
         raise CliError(
-            f"{flag} runs --method {' or '.join(DASK_METHODS)} only (the closed-form fits over row chunks); "
+            f"{flag} runs --method {', '.join(DASK_METHODS[:-1])} or {DASK_METHODS[-1]} only (the closed-form fits "
+            "over row chunks); "
             f"--method {method} needs the data in memory: drop {flag}"
         )
 

@@ -11,9 +11,9 @@ For ``--dask`` / ``--scheduler`` the file becomes a Dask array chunked by rows w
 read *by the worker* from the path (:func:`npy_dask_array`: only the path and the row range travel,
 so the workers must see the same file system), and ``as_source`` validates it on the cluster.
 
-The methods that need the whole data in memory (vb, svi, nuts) read a ``.npy`` of at most
-:data:`~ppl_gmm.app.csv_input.MAX_INPUT_BYTES` whole (:func:`in_memory`); cavi and map read it in
-blocks whatever its size.
+The methods that need the whole data in memory (svi, nuts) read a ``.npy`` of at most
+:data:`~ppl_gmm.app.csv_input.MAX_INPUT_BYTES` whole (:func:`in_memory`); cavi, map and vb read it
+in blocks whatever its size (``dask_session.DASK_METHODS``).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def in_memory(source: Source, method: str) -> np.ndarray:
     if size > MAX_INPUT_BYTES:
         raise CliError(
             f"--method {method} holds the data in memory, and they take {size_text(size)}, more than the limit of "
-            f"{size_text(MAX_INPUT_BYTES)}; use --method cavi or map, which read a .npy in blocks"
+            f"{size_text(MAX_INPUT_BYTES)}; use --method cavi, map or vb, which read a .npy in blocks"
         )
     return source.read(0, source.n).x.cpu().numpy()
 

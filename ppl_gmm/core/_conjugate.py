@@ -90,12 +90,18 @@ def conjugate_update_from_data(
     w0_inv: torch.Tensor | None = None,
 ) -> ConjugateStats:
     """:func:`conjugate_update` for data ``x`` (N, D) and responsibilities ``gamma`` (N, K; a
-    transposed view of (K, N) works), the scatter two-pass (``gmm.weighted_scatter``)."""
+    transposed view of (K, N) works), the scatter two-pass (``gmm.weighted_scatter``).
+
+    The sums over rows run on the data's device; the O(K·D²) update on ``m0``'s (the prior's:
+    the CPU), so data on a GPU need only their statistics moved."""
     prior_m0, _, prior_w0_inv = prior.cast(x.dtype)
     m0 = prior_m0 if m0 is None else m0
     w0_inv = prior_w0_inv if w0_inv is None else w0_inv
-    n_k = gamma.sum(0)  # 10.51
-    return conjugate_update(prior, n_k, gamma.T @ x, lambda m: weighted_scatter(x, gamma, m), m0, w0_inv)
+    here, there = x.device, m0.device
+    n_k = gamma.sum(0).to(there)  # 10.51
+    sum_x = (gamma.T @ x).to(there)  # Σ_i γ_ik x_i
+    scatter = lambda m: weighted_scatter(x, gamma, m.to(here)).to(there)
+    return conjugate_update(prior, n_k, sum_x, scatter, m0, w0_inv)
 
 
 def log_normal_wishart_density(

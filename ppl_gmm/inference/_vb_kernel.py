@@ -21,18 +21,23 @@ maps fixed row ranges (or Dask chunks, where they live) to :func:`chunk_stats` �
 (T, H, Σ lse), or for the exact M-step two passes that recompute r by the :class:`Recipe` of the
 E-step that made it: (N_k, Σ r x_c, H) then, once m_k is known, the scatter about m_k — and adds
 them in a fixed order (``_passes``: worker threads or Dask).
+
+Devices (issue 10, item 7): every tensor a pass makes follows its rows' device and dtype; the
+:class:`Recipe` and the centre travel to that device (:meth:`Recipe.to`) and each chunk's
+statistics come back to the CPU (O(K·D²) numbers), where ``fit_vb`` updates q(α) q(μ, Λ).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
-from ..core.gaussian import mahalanobis_sq, normalise_log
-from ..core.gmm import e_step, weighted_scatter
+from ..core.gaussian import log_gaussian_prec, mahalanobis_sq, normalise_log
 from ..core.gmm import entropy as weighted_entropy
+from ..core.gmm import weighted_scatter
 from ..core.linalg import log_det_from_cholesky, precision_cholesky
 from ..core.priors import ConjugateStats, NormalWishartPrior, conjugate_update
 from ..core.threads import limited_threads
@@ -41,7 +46,9 @@ from ._engine import _dask_parts
 from ._passes import dask_map_in_order, map_in_order
 
 if TYPE_CHECKING:
+    from ..core.params import GMMParams
     from ..core.sources import Source
+    from ..core.vb_posterior import VBPosterior
 
 __all__ = [
     "G_EXPANSION_MAX",
@@ -52,6 +59,7 @@ __all__ = [
     "e_terms",
     "spread",
     "Recipe",
+    "responsibilities_t",
     "source_pass",
 ]
 
@@ -62,7 +70,7 @@ SCAN_ROWS = 1 << 15  # rows per block of the one-pass kernel
 
 def features_t(xc: torch.Tensor, iu: torch.Tensor) -> torch.Tensor:
     """φ(x_c)ᵀ (P, b): pairwise products (d ≤ e), the coordinates, and a row of ones."""
-    ones = torch.ones(1, xc.shape[0], dtype=xc.dtype)
+    ones = torch.ones(1, xc.shape[0], dtype=xc.dtype, device=xc.device)
     return torch.cat([(xc[:, iu[0]] * xc[:, iu[1]]).T, xc.T, ones], 0)
 
 
@@ -94,10 +102,10 @@ def scan(
     n = xc.shape[0]
     block_rows = SCAN_ROWS if block_rows is None else block_rows
     blocks = []
-    entropy = torch.zeros((), dtype=xc.dtype)
-    lse = torch.zeros((), dtype=xc.dtype)
+    zeros = functools.partial(torch.zeros, dtype=xc.dtype, device=xc.device)
+    entropy, lse = zeros(()), zeros(())
     # the ignores below: without ``exact`` the caller gives ``design`` and ``iu`` (or ``feats_t``)
-    stats = torch.zeros(k, design.shape[1], dtype=xc.dtype) if (want_stats and exact is None) else None  # type: ignore[union-attr]
+    stats = zeros(k, design.shape[1]) if (want_stats and exact is None) else None  # type: ignore[union-attr]
     for s in range(0, n, block_rows):
         if exact is None:
             ph = feats_t[:, s : s + block_rows] if feats_t is not None else features_t(xc[s : s + block_rows], iu)  # type: ignore[arg-type]
@@ -131,7 +139,7 @@ def m_step_from_stats(
     npair = iu.shape[1]
     n_k = t[:, -1]  # 10.51
     s = t[:, npair : npair + d]  # Σ_i r_ik x_c,i
-    q = torch.zeros(t.shape[0], d, d, dtype=t.dtype)
+    q = torch.zeros(t.shape[0], d, d, dtype=t.dtype, device=t.device)
     q[:, iu[0], iu[1]] = t[:, :npair]
     q[:, iu[1], iu[0]] = t[:, :npair]  # Σ_i r_ik x_c,i x_c,iᵀ
 
@@ -165,24 +173,48 @@ TASK_ROWS = 4 * SCAN_ROWS  # rows per task of the worker threads (a fixed split:
 
 
 class Recipe(NamedTuple):
-    """How a block's r (K, b) is computed, so that a later pass can recompute it (no r is kept):
+    """How a block's r (K, b) is computed, so that a later pass can recompute it (no r is kept).
+    Its args are tensors only (:meth:`to` moves them to the rows' device):
 
     - "design" (a (K, P), iu): ln ρ = a φ(x_c), the one-GEMM E-step (10.46, 10.64–10.66);
     - "exact" (m_c, √ν U, c): ln ρ difference-first (:func:`exact_log_rho_t`);
-    - "gmm" (Θ₀,): eq. 20 at Θ₀ (x' units, uncentred), the start (``core.gmm.e_step``);
-    - "posterior" (q,): q's E-step (x' units, uncentred), the start from a ``VBPosterior``.
+    - "gmm" (μ, U, ln α) of Θ₀: eq. 20 at Θ₀ (x' units, uncentred), the start (:meth:`from_params`);
+    - "posterior" (m, U, ν, c) of q: q's E-step (x' units, uncentred), the start from a
+      ``VBPosterior`` (:meth:`from_posterior`).
     """
 
     kind: str
     args: tuple
 
+    @classmethod
+    def from_params(cls, params: GMMParams) -> Recipe:
+        """Θ₀'s E-step, eq. 20: the terms of ``core.gmm.weighted_log_prob``."""
+        return cls("gmm", (params.mu, params.precision_cholesky, torch.log(params.alpha)))
 
-def _responsibilities_t(xs: torch.Tensor, xc: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """r (K, b) of a block by ``recipe`` (10.49): ``xs`` the block in x' units, ``xc`` it centred."""
+    @classmethod
+    def from_posterior(cls, q: VBPosterior) -> Recipe:
+        """q's E-step, PRML 10.46–10.49: the terms of ``VBPosterior.log_rho`` (W_k = U_k U_kᵀ)."""
+        u = precision_cholesky(chol=q.W_inv_cholesky)
+        const = log_rho_const(q.expected_log_weights(), q.beta, q.nu, q.log_det_W(), q.d)  # 10.64–10.66
+        return cls("posterior", (q.m, u, q.nu, const))
+
+    def to(self, device: torch.device) -> Recipe:
+        """The recipe with its tensors on ``device`` (itself when they are there already)."""
+        if all(a.device == device for a in self.args):
+            return self
+        return Recipe(self.kind, tuple(a.to(device) for a in self.args))
+
+
+def responsibilities_t(xs: torch.Tensor, xc: torch.Tensor | None, recipe: Recipe) -> torch.Tensor:
+    """r (K, b) of a block by ``recipe`` (10.49) on the block's device: ``xs`` the block in x'
+    units, ``xc`` it centred (needed by "design" and "exact" only)."""
     if recipe.kind == "gmm":
-        return e_step(xs, recipe.args[0]).T  # eq. 20
+        mu, u, log_alpha = recipe.args
+        return normalise_log(log_gaussian_prec(xs, mu, u).add_(log_alpha))[0].T  # eq. 20, as core.gmm.e_step
     if recipe.kind == "posterior":
-        return recipe.args[0].responsibilities(xs).T  # 10.46–10.49
+        m, u, nu, const = recipe.args
+        return normalise_log(const - 0.5 * nu * mahalanobis_sq(xs, m, u))[0].T  # 10.46 with 10.64, 10.49
+    assert xc is not None
     if recipe.kind == "design":
         design, iu = recipe.args
         z = design @ features_t(xc, iu)  # ln ρ, 10.46
@@ -192,7 +224,8 @@ def _responsibilities_t(xs: torch.Tensor, xc: torch.Tensor, recipe: Recipe) -> t
 
 
 def chunk_stats(shared: tuple, x: torch.Tensor, w: torch.Tensor | None) -> tuple:
-    """The statistics of one chunk of rows ``x`` (b, D, the data's units) with weights ``w``.
+    """The statistics of one chunk of rows ``x`` (b, D, the data's units) with weights ``w``,
+    computed on the device of ``centre`` (where ``recipe`` and ``arg`` are too) and returned on the CPU.
 
     ``shared`` = (op, recipe, centre, inv_scale, k, arg); x' = x · inv_scale, x_c = x' − centre:
 
@@ -200,23 +233,23 @@ def chunk_stats(shared: tuple, x: torch.Tensor, w: torch.Tensor | None) -> tuple
     - "moments": (N_k = Σ_i w_i r_ik (10.51), Σ_i w_i r_ik x_c,i, Σ_i w_i H[r_i]) with r by the recipe;
     - "scatter" (arg = m_c (K, D)): (Σ_i w_i r_ik (x_c,i − m_k)(x_c,i − m_k)ᵀ,), difference first."""
     op, recipe, centre, inv_scale, k, arg = shared
+    x = x.to(centre.device)
     xs = x * inv_scale if inv_scale != 1.0 else x  # x' = x / s (exact: s is a power of 2)
     xc = xs - centre
-    w = None if w is None else w.to(xc.dtype)
+    w = None if w is None else w.to(device=xc.device, dtype=xc.dtype)
     if op == "scan":
         if recipe.kind == "design":
             design, iu = recipe.args
             out = scan(xc, k, design=design, iu=iu, want_stats=arg, w=w)
         else:
             out = scan(xc, k, exact=recipe.args, want_stats=False, w=w)
-        return out[1:]
-    d, dtype = xc.shape[1], xc.dtype
-    acc = [torch.zeros(k, dtype=dtype), torch.zeros(k, d, dtype=dtype), torch.zeros((), dtype=dtype)]
-    if op == "scatter":
-        acc = [torch.zeros(k, d, d, dtype=dtype)]
+        return tuple(None if t is None else t.cpu() for t in out[1:])
+    d = xc.shape[1]
+    zeros = functools.partial(torch.zeros, dtype=xc.dtype, device=xc.device)
+    acc = [zeros(k, d, d)] if op == "scatter" else [zeros(k), zeros(k, d), zeros(())]
     for s in range(0, xc.shape[0], SCAN_ROWS):
         xcb, wb = xc[s : s + SCAN_ROWS], None if w is None else w[s : s + SCAN_ROWS]
-        r = _responsibilities_t(xs[s : s + SCAN_ROWS], xcb, recipe)
+        r = responsibilities_t(xs[s : s + SCAN_ROWS], xcb, recipe)
         rw = r if wb is None else r * wb  # w_i r_ik
         if op == "scatter":
             acc[0] += weighted_scatter(xcb, rw.T, arg)  # two-pass scatter about m_k (10.62)
@@ -224,11 +257,12 @@ def chunk_stats(shared: tuple, x: torch.Tensor, w: torch.Tensor | None) -> tuple
             acc[0] += rw.sum(1)  # N_k, 10.51
             acc[1] += rw @ xcb  # Σ_i w_i r_ik x_c,i (10.52 × N_k)
             acc[2] += weighted_entropy(r) if wb is None else weighted_entropy(r.T, wb)  # H[r] (symmetric in r, rᵀ)
-    return tuple(acc)
+    return tuple(a.cpu() for a in acc)
 
 
 def _dask_chunk(shared: tuple, x: Any, w: Any) -> tuple:
-    """:func:`chunk_stats` of one Dask chunk where it lives, on one torch thread (CPU results)."""
+    """:func:`chunk_stats` of one Dask chunk where it lives (moved to the fit's device), on one
+    torch thread (CPU results)."""
     dtype = shared[2].dtype
     with limited_threads():
         xt = torch.as_tensor(np.asarray(x)).to(dtype)

@@ -219,7 +219,7 @@ class StreamingVB:
     def start(self, x: ArrayLike | Source, sample_weight: ArrayLike | None = None) -> StreamingVB:
         """Set q₀ from a start sample (module docstring, "Start"); ``update`` calls it on its first batch."""
         xt, w = self._batch(x, sample_weight, "x")
-        with limited_threads(xt.shape[0] * self.k * self.d):
+        with limited_threads():
             self._start(xt, w)
         return self
 
@@ -249,7 +249,7 @@ class StreamingVB:
         The first batch also serves as the start sample when ``start`` was not called. A batch of
         zero total weight is refused (it carries no information)."""
         x, w = self._batch(batch, sample_weight)
-        with limited_threads(x.shape[0] * self.k * self.d):
+        with limited_threads():
             if self._q is None:
                 self._start(x, w)
             self._step(x, w)
@@ -398,7 +398,7 @@ def fit_streaming_vb(
     if prior is not None:
         resolve_prior(src.read(0, 1).x, k, prior)  # type and D
     seed = resolve_seed(seed)
-    with limited_threads(batch_size * k * d):
+    with limited_threads():
         idx0 = init_sample_indices(n, seed)  # the start sample of every fit (core.init)
         sample = src.read(0, n) if idx0 is None else src.take(idx0)
         if prior is None:

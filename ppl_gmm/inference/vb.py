@@ -51,7 +51,13 @@ rows up to 2**16, else a seeded sample of 2**16 rows, the same for every kind) u
 prior ``core.priors.default_prior_source`` (weighted x̄ and covariance), in coordinates centred at
 the validation pass's weighted mean; so a source gives the in-memory answer up to the order of
 the sums (1e-10 relative; tests/inference/test_vb_sources.py).
-Small fits run on one torch thread (``core.threads.limited_threads``).  The posterior type, its
+Devices: every tensor of a pass follows the data's device and dtype (``device=`` moves each block
+there, ``core.sources.as_source``); q(α) q(μ, Λ), its M-step and the bound stay on the CPU, and
+each pass brings back only its statistics (T, H[r], Σ lse: O(K·D²) numbers). ``fit.gamma`` is on
+the data's device.
+The fit runs on one torch thread (``core.threads.limited_threads``; the caller's count is restored):
+OpenMP's spin-waiting threads collapse when other processes hold the cores. Passes over chunked
+sources run on the package's worker threads (``_passes``).  The posterior type, its
 expectations and the bound live in ``core.vb_posterior``; the result type in ``results.vb_fit``.
 """
 
@@ -63,7 +69,7 @@ from typing import Any
 
 import torch
 
-from ..core.gmm import e_step, entropy
+from ..core.gmm import entropy
 from ..core.init import INIT_REG_COVAR, initial_params_source
 from ..core.linalg import log_det_from_cholesky
 from ..core.params import GMMParams
@@ -81,6 +87,7 @@ from ..core.validation import (
     ArrayLike,
     check_bool,
     check_covariance_type,
+    check_device,
     check_init,
     check_int,
     check_k,
@@ -149,27 +156,34 @@ class VBProblem:
         self.xc: torch.Tensor | None = None
         self.feats_t: torch.Tensor | None = None
         self.rows, self.d = tuple(x.shape) if isinstance(x, torch.Tensor) else (x.n, x.d)
+        self.device = x.device  # where the passes run; q and its updates stay on the CPU
         self.iu = torch.triu_indices(self.d, self.d)
+        self.iu_rows = self.iu.to(self.device)  # the same indices where the rows are
         if isinstance(x, torch.Tensor):
             self.w = w  # frequency weights (N,) or None
             self.n = self.rows if w is None else float(w.sum())  # N = Σ_i w_i in the bound and |Δ| / N
-            self.centre = x.mean(0)
-            self.xc = x - self.centre  # centred coordinates throughout; m_k is shifted back at the end
+            centre = x.mean(0)
+            self.xc = x - centre  # centred coordinates throughout; m_k is shifted back at the end
+            self.centre = centre.cpu()
             p = self.iu.shape[1] + self.d + 1
             if self.rows * p <= kernel.FEATURE_CACHE_MAX:
-                self.feats_t = kernel.features_t(self.xc, self.iu)
+                self.feats_t = kernel.features_t(self.xc, self.iu_rows)
         else:
             self.w, self.n = None, x.total_weight  # the source's own weights; N = Σ_i w_i
             self.centre = (x.summary.mean * inv_scale).to(x.dtype)  # the weighted x̄' of the validation pass
+        self.centre_rows = self.centre.to(self.device)
         m0, _, self.w0_inv = prior.cast(self.centre.dtype)
         self.m0c = m0 - self.centre
         self.const = prior_constant(prior, k, covariance_type, weight_prior, self.centre.dtype)
         self.resp0_t = resp0_t
 
     def _pass(self, op: str, recipe: kernel.Recipe, arg: object = None) -> list:
-        """One pass of ``_vb_kernel.chunk_stats`` over the source, reduced in a fixed order."""
+        """One pass of ``_vb_kernel.chunk_stats`` over the source, reduced in a fixed order (on the
+        rows' device; the statistics come back on the CPU)."""
         assert self.source is not None
-        shared = (op, recipe, self.centre, self.inv_scale, self.k, arg)
+        if isinstance(arg, torch.Tensor):
+            arg = arg.to(self.device)
+        shared = (op, recipe.to(self.device), self.centre_rows, self.inv_scale, self.k, arg)
         return kernel.source_pass(self.source, shared, self.threads)
 
     def _restrict(self, st: ConjugateStats) -> tuple[ConjugateStats, torch.Tensor | None]:
@@ -224,25 +238,28 @@ class VBProblem:
             t_stats, h, lse = self._pass("scan", recipe, want_stats)
             return _State(st, chol, recipe, t_stats, h, lse, stick_b=stick_b)
         assert self.xc is not None
+        args = recipe.to(self.device).args
         if recipe.kind == "design":
             out = kernel.scan(
                 self.xc,
                 self.k,
-                design=recipe.args[0],
+                design=args[0],
                 feats_t=self.feats_t,
-                iu=self.iu,
+                iu=self.iu_rows,
                 want_stats=want_stats,
                 w=self.w,
             )
         else:
-            out = kernel.scan(self.xc, self.k, exact=recipe.args, want_stats=False, w=self.w)
-        return _State(st, chol, *out, stick_b=stick_b)
+            out = kernel.scan(self.xc, self.k, exact=args, want_stats=False, w=self.w)
+        blocks, t_stats, h, lse = out  # r stays on the rows' device; the statistics go to the CPU
+        return _State(st, chol, blocks, None if t_stats is None else t_stats.cpu(), h.cpu(), lse.cpu(), stick_b=stick_b)
 
     def start(self, final: bool) -> tuple[_State, float]:
         st, chol, stick_b, h0 = self._exact_m_step(self.resp0_t)
         if h0 is None:
             assert isinstance(self.resp0_t, torch.Tensor)
             h0 = entropy(self.resp0_t) if self.w is None else entropy(self.resp0_t.T, self.w)  # H[r₀] (symmetric)
+            h0 = h0.cpu()
         prev = float(self._bound(h0, st, chol, stick_b))
         return self._scan(st, chol, stick_b, not final), prev
 
@@ -294,6 +311,7 @@ def fit_vb(
     covariance_type: str = "full",
     weight_prior: str = "dirichlet",
     sample_weight: ArrayLike | None = None,
+    device: torch.device | str | None = None,
     threads: int | None = None,
 ) -> VBFit:
     """Closed-form variational Bayes: CAVI over q(Z) q(α) q(μ, Λ), PRML §10.2 (module docstring).
@@ -324,6 +342,10 @@ def fit_vb(
         (N_k = Σ_i w_i r_ik, x̄_k, S_k, the entropy and the data term; N = Σ_i w_i in the bound and
         the stopping rule), in Θ₀ (weighted k-means++ and M-step) and in the default prior
         (weighted mean and covariance). Integer weights give the fit of the repeated rows.
+    device : torch.device or str, optional
+        Where the passes run, as in ``fit_cavi``: each block is moved there (default: the data's,
+        CPU for arrays). q(α) q(μ, Λ), its M-step and the bound are computed on the CPU from the
+        statistics each pass brings back (O(K·D²) numbers); ``gamma`` stays on the device.
 
     Returns
     -------
@@ -349,9 +371,10 @@ def fit_vb(
     max_iter = check_int(max_iter, "max_iter", 0)
     tol = check_positive(tol, "tol", allow_zero=True)
     threads = resolve_threads(None if threads is None else check_int(threads, "threads", 1))
+    device = check_device(device)
     if prior is not None and not isinstance(prior, NormalWishartPrior):
         raise TypeError(f"prior must be a NormalWishartPrior (or None for default_prior), got {type(prior).__name__}")
-    source = as_source(x, sample_weight, dtype=dtype)
+    source = as_source(x, sample_weight, dtype=dtype, device=device)
     k = check_k(k, source.n)
     init = check_init(init, k, source.d, (VBPosterior,))
     if prior is not None:
@@ -370,16 +393,20 @@ def fit_vb(
     prior = prior if prior is not None else scale_prior(prior_s, scale, up=True)
     seed = resolve_seed(seed)
     work = source.n * k * source.d
-    with limited_threads(work if xm is not None else None):  # sources: small operations on one thread
+    # one torch thread throughout: OpenMP's spinning threads collapse on a busy machine (in memory at
+    # N = 1e6, K = 8, with two busy processes: 6.4 s on two torch threads, 2.8 s on one; idle 1.7 s
+    # against 1.9 s); chunked sources get their parallelism from the worker pool
+    with limited_threads():
         resp0: torch.Tensor | kernel.Recipe
         if isinstance(init, VBPosterior):  # r₀ = its E-step
-            post0 = scale_posterior(init, scale)
-            on_source = kernel.Recipe("posterior", (post0,))
-            resp0 = post0.responsibilities(xs).T.contiguous() if xm is not None else on_source
+            resp0 = kernel.Recipe.from_posterior(scale_posterior(init, scale))
         else:  # fit_cavi's default Θ₀ of x' on every source (weighted k-means++ and M-step with weights)
             init_reg = math.ldexp(INIT_REG_COVAR, 2 * scale.exponent)  # 1e-6 in x' units
-            params0 = scale.params_down(initial_params_source(source, k, init, seed, "full", init_reg))
-            resp0 = e_step(xs, params0).T.contiguous() if xm is not None else kernel.Recipe("gmm", (params0,))
+            resp0 = kernel.Recipe.from_params(
+                scale.params_down(initial_params_source(source, k, init, seed, "full", init_reg))
+            )
+        if xm is not None:  # r₀ (K, N) on the data's device; a source recomputes it by the recipe
+            resp0 = kernel.responsibilities_t(xs, None, resp0.to(xs.device)).contiguous()
         if xm is not None:
             problem = VBProblem(xs, k, prior_s, resp0, covariance_type, weight_prior, w)
         else:

@@ -109,12 +109,20 @@ def format_vb(fit: VBFit, names: Sequence[str] | None = None) -> str:
     """Variational Bayes posterior: E[π_k], m_k, E[Λ_k]⁻¹ = (ν_k W_k)⁻¹, the bound."""
     p = fit.posterior
     names = names or [f"x{j}" for j in range(p.m.shape[1])]
+    concentration = "" if fit.prior is None else f", concentration alpha0 = {float(fit.prior.alpha0):.6g}"
+    if p.stick_b is None:  # q(α) = Dir(alpha_k), PRML 10.57
+        weights = f"weight prior: Dirichlet{concentration}"
+        q_weights = f"Dirichlet alpha_k: {_fmt(p.alpha)}   "
+    else:  # the Dirichlet process truncated at K sticks, q(v_k) = Beta(a_k, b_k)
+        weights = f"weight prior: Dirichlet process (K sticks){concentration}"
+        q_weights = f"sticks Beta(a_k, b_k): a_k {_fmt(p.alpha)}   b_k {_fmt(p.stick_b)}\n"
     head = (
-        f"method: vb (closed-form variational Bayes)   K = {len(p.alpha)}   D = {len(names)}\n"
+        f"method: vb (closed-form variational Bayes)   K = {len(p.alpha)}   D = {len(names)}   "
+        f"covariance: {p.covariance_type}\n"
+        f"{weights}\n"
         f"iterations: {fit.n_iter}   converged: {fit.converged}\n"
         f"ELBO (full VB bound, PRML 10.70-10.77): {float(fit.elbo[-1]):.10g}\n"
-        f"Dirichlet alpha_k: {np.array2string(np.asarray(p.alpha, dtype=float), precision=4)}   "
-        f"nu_k: {np.array2string(np.asarray(p.nu, dtype=float), precision=4)}\n"
+        f"{q_weights}nu_k: {_fmt(p.nu)}\n"
         "posterior means E[π_k], m_k and covariances E[Λ_k]⁻¹:"
     )
     return head + "\n" + format_params(fit.mean_params(), names)

@@ -1,8 +1,10 @@
 """The ppl-gmm command line (ppl_gmm.app.cli) and the demo: good runs print a table and round-trip
 through --out; every bad input gives exit code 2 and exactly one line on stderr, never a traceback."""
 
+import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 import ppl_gmm as pg
 from ppl_gmm.app import cli
 from ppl_gmm.app.demo import compare_svi_cavi
-from ppl_gmm.results.text import format_comparison
+from ppl_gmm.results.text import format_comparison, format_result
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -239,3 +241,79 @@ def test_comparison_numbers():
     assert rows[1]["n_iter"] == 30
     text = format_comparison(cmp, seconds=False)
     assert "seconds" not in text and f"{rows[1]['elbo']:.6f}" in text
+
+
+# --- --covariance-type (cavi, map, vb) and --weight-prior (vb) -------------------------------------
+SHIPPED_FAITHFUL = Path(pg.datasets.__file__).parent / "data" / "old_faithful.csv"
+
+
+def _vb_draws(path) -> dict:
+    post = pg.arviz_io.load_inference_data(path).posterior
+    return {name: post[name].values for name in ("alpha", "mu", "cov")}
+
+
+def _assert_draws_equal(got: dict, want: pg.VBFit):
+    """The --out netCDF holds 1000 draws of q (seed 0): those of ``want``'s posterior, to 1e-10."""
+    ref = want.to_arviz(num_samples=1000, seed=0).posterior
+    for name, values in got.items():
+        np.testing.assert_allclose(values, ref[name].values, rtol=1e-10, atol=0)
+
+
+def test_map_covariance_type_diag_is_fit_map_of_that_type(tmp_path, capsys):
+    """--method map --covariance-type diag on the shipped CSV is ``fit_map(x, 2, covariance_type="diag")``;
+    the full fit differs (the option is not ignored)."""
+    out_path = tmp_path / "map.npz"
+    argv = ["fit", SHIPPED_FAITHFUL, "-k", 2, "--method", "map", "--covariance-type", "diag", "--no-progress"]
+    code, out, err = run([*argv, "--out", out_path], capsys)
+    assert code == 0, err
+    x = pg.datasets.load_old_faithful()
+    want = pg.fit_map(x, 2, covariance_type="diag", seed=0)
+    got = pg.load_fit(out_path)
+    assert got.covariance_type == "diag" and got.method == "map" and got.n_iter == want.n_iter
+    for name in ("alpha", "mu", "cov"):
+        np.testing.assert_allclose(getattr(got.params, name), getattr(want.params, name), rtol=1e-10, atol=0)
+    np.testing.assert_allclose(got.elbo, want.elbo, rtol=1e-10)
+    assert float(got.params.cov[:, 0, 1].abs().max()) == 0.0  # diagonal covariances
+    full = pg.fit_map(x, 2, seed=0)
+    assert not np.allclose(full.params.cov, want.params.cov, rtol=1e-3)
+    assert "covariance: diag" in out
+
+
+@pytest.mark.parametrize(
+    "extra, k, kwargs",
+    [
+        (["--covariance-type", "diag"], 2, {"covariance_type": "diag"}),
+        (["--weight-prior", "dirichlet_process", "--alpha0", 0.1], 3, {"weight_prior": "dirichlet_process"}),
+        (
+            ["--weight-prior", "dirichlet_process", "--covariance-type", "spherical"],
+            3,
+            {"weight_prior": "dirichlet_process", "covariance_type": "spherical"},
+        ),
+    ],
+    ids=["diag", "dirichlet_process", "dp_spherical"],
+)
+def test_vb_covariance_type_and_weight_prior_are_fit_vb_with_them(extra, k, kwargs, tmp_path, capsys):
+    """--method vb with --covariance-type / --weight-prior (and --alpha0, the DP's concentration) on the
+    shipped CSV: the printed summary and the --out draws are those of ``fit_vb`` with the same
+    arguments (to 1e-10), and differ from the default fit's (the options are not ignored)."""
+    out_path = tmp_path / "vb.nc"
+    argv = ["fit", SHIPPED_FAITHFUL, "-k", k, "--method", "vb", "--no-progress", "--out", out_path, *extra]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    x = pg.datasets.load_old_faithful()
+    alpha0 = float(extra[extra.index("--alpha0") + 1]) if "--alpha0" in extra else 1.0
+    prior = dataclasses.replace(pg.default_prior(x, k), alpha0=alpha0)
+    want = pg.fit_vb(x, k, prior, seed=0, **kwargs)
+    assert out.splitlines()[1:-1] == format_result(want, ["eruptions", "waiting"]).splitlines()
+    got = _vb_draws(out_path)
+    _assert_draws_equal(got, want)
+    default = pg.fit_vb(x, k, prior, seed=0).to_arviz(num_samples=1000, seed=0).posterior
+    assert not np.allclose(got["cov"], default["cov"].values, rtol=1e-3)
+    covariance = kwargs.get("covariance_type", "full")
+    assert f"covariance: {covariance}" in out
+    if kwargs.get("weight_prior") == "dirichlet_process":
+        assert want.posterior.stick_b is not None
+        assert f"weight prior: Dirichlet process (K sticks), concentration alpha0 = {alpha0:g}" in out
+        assert "sticks Beta(a_k, b_k)" in out and "Dirichlet alpha_k" not in out
+    else:
+        assert "weight prior: Dirichlet, concentration alpha0 = 1" in out and "Dirichlet alpha_k" in out

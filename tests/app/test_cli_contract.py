@@ -186,12 +186,31 @@ def test_absurdly_long_lines_are_refused(tmp_path, capsys):
     [
         (["--columns", "a", "a"], "--columns names 'a' twice"),
         (["--columns", ","], "--columns names no column"),
-        (["--method", "vb", "--covariance-type", "diag"], "--covariance-type diag is for --method cavi"),
+        (["--method", "svi", "--covariance-type", "diag"], "--covariance-type diag is for --method cavi, map or vb"),
+        (["--method", "nuts", "--covariance-type", "tied"], "--method nuts fits full covariances"),
+        (["--method", "map", "--weight-prior", "dirichlet_process"], "--weight-prior dirichlet_process is for"),
+        (["--method", "nuts", "--weight-prior", "dirichlet_process"], "--method nuts puts the Dirichlet"),
+        (["--weight-prior", "dirichlet_process"], "--method vb; --method cavi has no prior"),
+        (["--method", "svi", "--weight-prior", "dirichlet_process"], "--method svi has no prior"),
+        (["--method", "vb", "--weight-prior", "dp"], "argument --weight-prior: invalid choice: 'dp'"),
     ],
+    ids=["cols_twice", "cols_none", "svi_diag", "nuts_tied", "map_dp", "nuts_dp", "cavi_dp", "svi_dp", "bad_choice"],
 )
 def test_column_and_covariance_choices(argv, expect, tmp_path, capsys):
     data = write(tmp_path, GOOD)
     refused(*run(["fit", data, "-k", 2, "--no-progress", *argv], capsys), expect)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--method", "svi", "--covariance-type", "diag"], ["--method", "map", "--weight-prior", "dirichlet_process"]],
+)
+def test_method_options_are_refused_before_the_input_is_read(argv, tmp_path, capsys):
+    """The method/option mismatch is found first: a missing input file and an --out are not looked at."""
+    out = tmp_path / "fit.npz"
+    code, stdout, err = run(["fit", tmp_path / "missing.csv", "-k", 2, "--out", out, *argv], capsys)
+    refused(code, stdout, err, argv[2])
+    assert "missing.csv" not in err and not out.exists()
 
 
 def test_data_without_a_default_prior_are_refused_before_the_fit_starts(tmp_path, capsys):
@@ -243,15 +262,15 @@ def test_npy_that_is_not_npy_is_refused(tmp_path, capsys):
 
 
 def test_npy_too_large_for_an_in_memory_method(tmp_path, capsys, monkeypatch):
-    """vb/svi/nuts read a .npy whole: above CSV's limit they are refused, naming cavi and map."""
+    """svi/nuts read a .npy whole: above CSV's limit they are refused, naming cavi, map and vb."""
     from ppl_gmm.app import npy_input
 
     monkeypatch.setattr(npy_input, "MAX_INPUT_BYTES", 100)
     refused(
-        *run(["fit", _npy(tmp_path, _ROWS), "-k", 2, "--method", "vb"], capsys),
-        "--method vb holds the data in memory",
+        *run(["fit", _npy(tmp_path, _ROWS), "-k", 2, "--method", "nuts"], capsys),
+        "--method nuts holds the data in memory",
         "640 bytes",
-        "--method cavi or map",
+        "--method cavi, map or vb",
     )
 
 
@@ -262,12 +281,11 @@ def test_npy_too_large_for_an_in_memory_method(tmp_path, capsys, monkeypatch):
         (["--dask", "-3"], ["--dask", ">= 1"]),
         (["--dask", "two"], ["--dask", "invalid int value"]),
         (["--dask", "2", "--scheduler", "tcp://127.0.0.1:8786"], ["not allowed with"]),
-        (["--dask", "2", "--method", "vb"], ["--dask runs --method cavi or map only", "--method vb"]),
-        (["--dask", "2", "--method", "svi"], ["--method svi needs the data in memory"]),
+        (["--dask", "2", "--method", "svi"], ["--dask runs --method cavi, map or vb only", "--method svi needs"]),
         (["--scheduler", "tcp://127.0.0.1:8786", "--method", "nuts"], ["--scheduler runs", "--method nuts"]),
         (["--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "0"], ["--connect-timeout", "> 0"]),
     ],
-    ids=["zero", "negative", "word", "both", "vb", "svi", "nuts", "timeout"],
+    ids=["zero", "negative", "word", "both", "svi", "nuts", "timeout"],
 )
 def test_bad_dask_options_are_refused_before_any_cluster_starts(extra, expect, tmp_path, capsys):
     refused(*run(["fit", _npy(tmp_path, _ROWS), "-k", 2, *extra], capsys), *expect)

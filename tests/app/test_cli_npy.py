@@ -5,6 +5,7 @@ Oracles: the library's in-memory fit of the same array (the CLI reads the file i
 Dask cluster: the in-memory vs chunked check of issue 10, to 1e-10 relative) and the CLI's own CSV
 path on the same numbers. Bad input (exit 2, one line) is in ``test_cli_contract.py``."""
 
+import dataclasses
 import subprocess
 import sys
 import warnings
@@ -15,9 +16,11 @@ import torch
 
 import ppl_gmm as pg
 from ppl_gmm.app import cli
+from ppl_gmm.core.sources import Source
 from ppl_gmm.results.text import format_result
 
 RTOL = 1e-10
+real_fit_vb = pg.fit_vb  # the oracle, unaffected by _record_fit_vb
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -96,14 +99,63 @@ def test_one_dimensional_npy_and_a_npy_without_the_suffix(faithful_np, tmp_path,
     assert_same_params(pg.load_fit(tmp_path / "f.npz").params, pg.fit_cavi(faithful_np[:, 0], 2, seed=0).params)
 
 
+def _record_fit_vb(monkeypatch) -> list:
+    """Wrap ``fit_vb`` (the CLI imports it when it fits) to record (its data, its result)."""
+    from ppl_gmm.inference import vb
+
+    calls, real = [], vb.fit_vb
+
+    def recording(x, *args, **kwargs):
+        calls.append((x, real(x, *args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(vb, "fit_vb", recording)
+    return calls
+
+
+def assert_same_draws(path, want: pg.VBFit, seed: int = 0, rtol: float = RTOL):
+    """The --out netCDF holds 1000 draws of q: those of the oracle's posterior with the same seed."""
+    got = pg.arviz_io.load_inference_data(path).posterior
+    ref = want.to_arviz(num_samples=1000, seed=seed).posterior
+    assert set(got.data_vars) == {"alpha", "mu", "cov"}
+    for name in got.data_vars:
+        assert got[name].shape == ref[name].shape
+        np.testing.assert_allclose(got[name].values, ref[name].values, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("alpha0", [None, 0.5])
+def test_npy_vb_is_read_in_blocks_and_equals_the_in_memory_fit(alpha0, faithful_np, tmp_path, capsys, monkeypatch):
+    """--method vb memory-maps the .npy and passes it to fit_vb as a source (gamma None); the fit
+    is the in-memory fit of the array (to 1e-10), and its --out .nc saves without gamma."""
+    path, out = tmp_path / "faithful.npy", tmp_path / "fit.nc"
+    np.save(path, faithful_np)
+    calls = _record_fit_vb(monkeypatch)
+    extra = [] if alpha0 is None else ["--alpha0", alpha0]
+    code, stdout, err = run(["fit", path, "-k", 2, "--method", "vb", "--no-progress", "--out", out, *extra], capsys)
+    assert code == 0, err
+    assert err == ""
+    assert f"{path}: N = 272 rows, memory-mapped, D = 2 columns (x1, x2)" in stdout
+    [(x, fit)] = calls
+    assert isinstance(x, Source) and x.kind == "npy"  # not an array read whole
+    assert fit.gamma is None
+    prior = None if alpha0 is None else dataclasses.replace(pg.default_prior(faithful_np, 2), alpha0=alpha0)
+    want = real_fit_vb(faithful_np, 2, prior, seed=0)
+    assert want.gamma is not None and fit.n_iter == want.n_iter
+    for name in ("alpha", "beta", "m", "nu", "W"):
+        np.testing.assert_allclose(getattr(fit.posterior, name), getattr(want.posterior, name), rtol=RTOL, atol=0)
+    np.testing.assert_allclose(fit.elbo, want.elbo, rtol=RTOL)
+    assert stdout.splitlines()[1:-1] == format_result(want, ["x1", "x2"]).splitlines()
+    assert_same_draws(out, want)
+
+
 def test_npy_with_an_in_memory_method_reads_it_whole(faithful_np, tmp_path, capsys):
-    """vb, svi and nuts hold the data in memory: the .npy is read whole, the fit is the array's."""
+    """svi and nuts hold the data in memory: the .npy is read whole, the fit is the array's."""
     path = tmp_path / "faithful.npy"
     np.save(path, faithful_np)
-    code, stdout, err = run(["fit", path, "-k", 2, "--method", "vb", "--no-progress"], capsys)
+    code, stdout, err = run(["fit", path, "-k", 2, "--method", "svi", "--num-steps", 5, "--no-progress"], capsys)
     assert code == 0, err
     assert f"{path}: N = 272 rows, D = 2 columns (x1, x2)" in stdout
-    want = pg.fit_vb(faithful_np, 2, seed=0)
+    want = pg.fit_svi(faithful_np, 2, num_steps=5, lr=0.05, seed=0, local_updates="gradient", tol=1e-8, reg_covar=1e-6)
     assert stdout.splitlines()[1:] == format_result(want, ["x1", "x2"]).splitlines()
 
 
@@ -161,6 +213,26 @@ def test_dask_local_cluster_fit_equals_the_in_memory_fit(faithful_np, tmp_path):
     want = pg.fit_cavi(faithful_np, 2, seed=0)
     assert_same_params(fit.params, want.params)
     np.testing.assert_allclose(fit.elbo, want.elbo, rtol=RTOL)
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_vb_equals_the_in_memory_fit(faithful_np, tmp_path):
+    """``--dask 2 --method vb``: the .npy as a Dask array (8 chunks of 34 rows) on a 2-worker
+    LocalCluster; the posterior it saves (1000 draws of q) is the in-memory fit's, to 1e-9."""
+    path, out = tmp_path / "faithful.npy", tmp_path / "fit.nc"
+    np.save(path, faithful_np)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppl_gmm", "fit", path, "-k", "2", "--method", "vb", "--dask", "2", "--out", out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert "N = 272 rows in 8 chunks on a local Dask cluster of 2 workers" in proc.stdout
+    want = pg.fit_vb(faithful_np, 2, seed=0)
+    assert proc.stdout.splitlines()[1:-1] == format_result(want, ["x1", "x2"]).splitlines()
+    assert_same_draws(out, want, rtol=1e-9)  # the sums in chunk order: round-off only
 
 
 @pytest.mark.slow
