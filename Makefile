@@ -45,7 +45,7 @@ test-fast: setup
 notebooks: setup
 	$(BIN)/python notebooks/build.py
 
-# The adversarial sweep of every public function and command-line option (about 10 minutes).
+# The adversarial sweep of every public function and command-line option (about 3 minutes).
 sweep: setup
 	$(BIN)/python tools/sweep.py
 
