@@ -395,10 +395,11 @@ def assert_same_fit(fit, ref, rtol=1e-10):
 
 
 class Rows:
-    """A minimal h5py/zarr-like dataset: ``shape``, ``dtype`` and row slicing."""
+    """A minimal h5py/zarr-like dataset: ``shape``, ``dtype`` and row slicing (``reads`` counts them)."""
 
     def __init__(self, a):
-        self.a, self.shape, self.dtype = a, a.shape, a.dtype
+        self.a, self.shape, self.dtype, self.reads = a, a.shape, a.dtype, 0
 
     def __getitem__(self, idx):
+        self.reads += 1
         return self.a[idx]

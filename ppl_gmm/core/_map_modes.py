@@ -62,7 +62,6 @@ def log_prior(params: GMMParams, prior: NormalWishartPrior, covariance_type: str
     alpha0 < 1) are left out of the Dirichlet, which is then over the active components.
     """
     prior.check_data(params.mu)
-    m0, _, w0_inv = prior.cast(params.dtype)
     active = params.alpha > 0
     k_active = int(active.sum())
     if k_active > 1:
@@ -71,6 +70,7 @@ def log_prior(params: GMMParams, prior: NormalWishartPrior, covariance_type: str
         log_dir = torch.zeros((), dtype=params.dtype)
     if covariance_type != "full":
         return log_dir + log_typed_prior(params, prior, covariance_type)
+    m0, _, w0_inv = prior.cast(params.dtype)
     prec_chol = precision_cholesky(chol=cholesky(params.cov))  # Λ_k = U_k U_kᵀ, U_k = L_k⁻ᵀ
     return log_dir + log_normal_wishart_density(params.mu, prec_chol, prior, m0, w0_inv).sum()
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .gaussian import log_gaussian_prec, logsumexp_rows, normalise_log
+from .gmm import weighted_sum
 from .params import GMMParams
 from .sources import Source
 
@@ -129,8 +130,7 @@ def row_total(source: Source, fn: RowFn) -> tuple[float, float]:
         w = source.weights_tensor()
         if w is None:
             return float(f.sum()), float(source.n)
-        w = w.to(f)
-        return float(torch.where(w > 0, w * f, torch.zeros_like(f)).sum()), source.total_weight
+        return float(weighted_sum(f, w.to(f))), source.total_weight
     if source.kind == "dask":
         f = map_rows(source, fn)
         if source.dask_weights is None:
@@ -145,6 +145,5 @@ def row_total(source: Source, fn: RowFn) -> tuple[float, float]:
         if blk.w is None:
             total += float(f.sum())
         else:
-            w = blk.w.to(f)
-            total += float(torch.where(w > 0, w * f, torch.zeros_like(f)).sum())
+            total += float(weighted_sum(f, blk.w.to(f)))
     return total, (float(source.n) if not source.weighted else source.total_weight)

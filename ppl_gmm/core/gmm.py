@@ -37,6 +37,7 @@ __all__ = [
     "log_likelihood",
     "elbo_gradients",
     "entropy",
+    "weighted_sum",
     "expected_log_joint_from_stats",
     "weighted_scatter",
     "check_nonempty",
@@ -135,7 +136,13 @@ def log_likelihood(x: ArrayLike, params: GMMParams, sample_weight: ArrayLike | N
     x = _coerce(x, params)
     w = check_sample_weight(sample_weight, x.shape[0]).to(x)
     lse = logsumexp_rows(weighted_log_prob(x, params))
-    return torch.where(w > 0, w * lse, torch.zeros_like(lse)).sum()  # eq. 26 weighted: Σ_i w_i lse_i
+    return weighted_sum(lse, w)  # eq. 26 weighted: Σ_i w_i lse_i
+
+
+def weighted_sum(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ w ⊙ f over every entry, with 0 · f = 0 where w = 0 even for f = −∞ (a row of frequency weight
+    0, or γ_ik = 0 where α_k = 0): ``w`` broadcasts against ``f``."""
+    return torch.where(w > 0, w * f, torch.zeros_like(f)).sum()
 
 
 def entropy(gamma: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
@@ -184,7 +191,7 @@ def elbo_from_log_weights(gamma: torch.Tensor, wlp: torch.Tensor, w: torch.Tenso
 
     The same form is PRML 10.70's data term with ℓ = ln ρ (``core.vb_posterior.lower_bound``)."""
     gw = gamma if w is None else gamma * w[:, None]  # w_i γ_ik
-    expected_log_joint = torch.where(gw > 0, gw * wlp, torch.zeros_like(wlp)).sum()
+    expected_log_joint = weighted_sum(wlp, gw)
     return expected_log_joint + entropy(gamma, w)
 
 

@@ -72,7 +72,6 @@ __all__ = [
 
 #: Bytes of (float64) data per block of the validation pass of the chunked kinds.
 VALIDATION_BYTES = 1 << 23
-KINDS = ("memory", "npy", "sliced", "dask")
 
 
 class Block(NamedTuple):

@@ -12,7 +12,8 @@ constant); ``bound_after_m_step`` is the same bound at the M-step optimum, which
 
 Where each part lives (every name below is importable from here; ``pg.vb_posterior`` is this module):
 
-    core._vb_q            VBPosterior, sample_posterior, log_rho_const, posterior_cholesky
+    core._vb_q            VBPosterior, sample_posterior, log_rho_const, posterior_cholesky,
+                          degenerate_posterior
     core._vb_weights      WEIGHT_PRIORS, the Dirichlet and stick-breaking q(α) (section "Weight priors")
     core._vb_covariance   vb_prior, restrict_update, prior_constant (section "Covariance types")
     core._vb_bound        lower_bound, global_terms, weight_terms, bound_after_m_step

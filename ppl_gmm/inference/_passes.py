@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import torch
 
 from ..core.threads import limited_threads
+from ..core.validation import check_int
 
 __all__ = ["map_in_order", "dask_map_in_order", "resolve_threads"]
 
@@ -42,9 +43,10 @@ R = TypeVar("R")
 W = TypeVar("W")
 
 
-def resolve_threads(threads: int | None) -> int:
-    """The number of worker threads of a fit: ``threads``, or torch's thread count now (``None``)."""
-    return torch.get_num_threads() if threads is None else threads
+def resolve_threads(threads: Any) -> int:
+    """The number of worker threads of a fit: ``threads`` (an int ≥ 1, checked), or torch's thread
+    count now (``None``)."""
+    return torch.get_num_threads() if threads is None else check_int(threads, "threads", 1)
 
 
 def map_in_order(fn: Callable[[T, W], R], tasks: Sequence[T], threads: int, workspace: Callable[[], W]) -> list[R]:

@@ -160,7 +160,7 @@ def fit_cavi(
     n_init = check_int(n_init, "n_init", 1)
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
-    threads = resolve_threads(None if threads is None else check_int(threads, "threads", 1))
+    threads = resolve_threads(threads)
     device = check_device(device)
     source = as_source(x, sample_weight, dtype=dtype, device=device)
     k = check_k(k, source.n)

@@ -72,7 +72,6 @@ from typing import Any
 
 import torch
 
-from ..core.gmm import expected_log_joint_from_stats
 from ..core.init import INIT_REG_COVAR, initial_params_source
 from ..core.params import GMMParams
 from ..core.priors import (
@@ -101,7 +100,7 @@ from ..core.validation import (
 from ..core.vb_posterior import posterior_cholesky
 from ..results.gmm_fit import GMMFit
 from ._em import CAVIProblem
-from ._engine import Stats, Theta, entropy_from_stats, m_step_from_stats
+from ._engine import Stats, Theta, m_step_from_stats
 from ._passes import resolve_threads
 from .ascent import best_of_restarts, fit_ascent, scale_offsets, scale_prior
 
@@ -170,7 +169,7 @@ class MAPProblem(CAVIProblem):
         if not bool(torch.isfinite(th.const).all()):  # α_k = 0 (switched off): N_k = 0, its term is 0
             th = copy.copy(th)
             th.const = torch.where(torch.isfinite(th.const), th.const, torch.zeros((), dtype=_F64))
-        value = expected_log_joint_from_stats(st.n_k, scatter, new.alpha, new.prec_chol) + entropy_from_stats(st, th)
+        value = super().objective(st, scatter, th, new)  # eq. 18 at (γ of the pass at th, Θ')
         if not bool(torch.isfinite(value)):  # a component switched off that still had γ > 0
             value = self.engine.run_pass(new, stats=False).lse  # eq. 26 at Θ' (eq. 18 at γ_{t−1} is −∞)
         self.log_priors.append(float(self.lp))
@@ -260,7 +259,7 @@ def fit_map(
     n_init = check_int(n_init, "n_init", 1)
     tol = check_positive(tol, "tol", allow_zero=True)
     reg_covar = check_positive(reg_covar, "reg_covar", allow_zero=True)
-    threads = resolve_threads(None if threads is None else check_int(threads, "threads", 1))
+    threads = resolve_threads(threads)
     if prior is not None and not isinstance(prior, NormalWishartPrior):
         raise TypeError(f"prior must be a NormalWishartPrior (or None for default_prior), got {type(prior).__name__}")
     source = as_source(x, sample_weight, dtype=dtype, device=device)

@@ -45,7 +45,7 @@ Only covariance_type="full" (the Normal-Wishart family). No rescaling of extreme
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -425,16 +425,5 @@ def fit_streaming_vb(
                     bar.update(1)
         if bar is not None:
             bar.close()
-    bound = svb.bound(src)
-    gamma = svb.responsibilities(src) if src.kind == "memory" else None
-    return VBFit(
-        posterior=svb.posterior,  # type: ignore[arg-type]
-        gamma=gamma,
-        elbo=torch.tensor([bound], dtype=src.dtype),
-        method="streaming_vb",
-        n_iter=svb.n_updates,
-        converged=False,
-        seed=seed,
-        prior=prior,
-        info={**svb.info(), "batch_size": batch_size, "n_passes": n_passes},
-    )
+    fit = svb.to_fit(src)  # the bound of the final q on x (one more pass) and γ (in memory)
+    return replace(fit, info={**fit.info, "batch_size": batch_size, "n_passes": n_passes})

@@ -370,7 +370,7 @@ def fit_vb(
     progress = check_bool(progress, "progress")
     max_iter = check_int(max_iter, "max_iter", 0)
     tol = check_positive(tol, "tol", allow_zero=True)
-    threads = resolve_threads(None if threads is None else check_int(threads, "threads", 1))
+    threads = resolve_threads(threads)
     device = check_device(device)
     if prior is not None and not isinstance(prior, NormalWishartPrior):
         raise TypeError(f"prior must be a NormalWishartPrior (or None for default_prior), got {type(prior).__name__}")
@@ -407,7 +407,6 @@ def fit_vb(
             )
         if xm is not None:  # r₀ (K, N) on the data's device; a source recomputes it by the recipe
             resp0 = kernel.responsibilities_t(xs, None, resp0.to(xs.device)).contiguous()
-        if xm is not None:
             problem = VBProblem(xs, k, prior_s, resp0, covariance_type, weight_prior, w)
         else:
             threads = 1 if work < PARALLEL_WORK else threads  # small fits: one thread is fastest

@@ -10,7 +10,6 @@ stores every covariance as a full (K, D, D) matrix (``GMMParams``); :func:`to_sk
 
 from __future__ import annotations
 
-import inspect
 import numbers
 import time
 import warnings
@@ -30,7 +29,7 @@ from ..core.linalg import cholesky, inverse_from_cholesky, precision_cholesky
 from ..core.params import GMMParams
 from ..core.rng import resolve_seed
 from ..core.source_checks import check_sample_weight
-from ..core.validation import INITS, check_bool, check_covariance_type, check_int, check_positive
+from ..core.validation import check_bool, check_covariance_type, check_int, check_positive
 from ..datasets import make_mixture
 
 try:  # scikit-learn >= 1.6
@@ -49,7 +48,6 @@ __all__ = [
     "precisions_from_covariances",
     "torch_dtype",
     "seed_from_random_state",
-    "weight_kwargs",
     "check_precisions",
     "covariances_from_precisions",
 ]
@@ -187,10 +185,7 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
 
     def _ppl_init(self) -> str | None:
         """ppl_gmm's ``init`` for ``init_params`` (None: "random_from_data", built by :meth:`_from_data`)."""
-        init = INIT_PARAMS[self.init_params]
-        if init is not None and init not in INITS:
-            raise NotImplementedError(f"init_params={self.init_params!r} needs ppl_gmm's init={init!r}")
-        return init
+        return INIT_PARAMS[self.init_params]
 
     def _from_data(self, x: torch.Tensor, seed: int) -> GMMParams:
         """scikit-learn's "random_from_data" start: K distinct rows as means, equal weights and
@@ -328,13 +323,3 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
 
     def _sample_params(self) -> GMMParams:
         raise NotImplementedError
-
-
-def weight_kwargs(fit: Callable[..., Any], weights: np.ndarray | None) -> dict[str, Any]:
-    """``{"sample_weight": weights}`` for a fit that takes frequency weights; NotImplementedError for
-    one that does not (yet)."""
-    if weights is None:
-        return {}
-    if "sample_weight" not in inspect.signature(fit).parameters:
-        raise NotImplementedError(f"sample_weight needs {fit.__name__}(sample_weight=...), which this version lacks")
-    return {"sample_weight": weights}

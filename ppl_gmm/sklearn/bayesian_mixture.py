@@ -23,7 +23,6 @@ Parity: from the same responsibilities the posterior equals scikit-learn's itera
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from typing import Any
@@ -43,10 +42,10 @@ from ..results.vb_fit import VBFit
 from .base import (
     MixtureEstimator,
     check_precisions,
+    covariances_from_precisions,
     precisions_from_covariances,
     to_full,
     to_sklearn_shape,
-    weight_kwargs,
 )
 
 __all__ = ["BayesianGaussianMixture"]
@@ -196,17 +195,6 @@ class BayesianGaussianMixture(MixtureEstimator):
     def _fit_once(self, x: torch.Tensor, init: str | GMMParams | VBPosterior, seed: int, weights: Any) -> VBFit:
         if self.method == "svi":
             return fit_svi_bayes(x, self.n_components, self._prior, num_steps=self.max_iter, init=init, seed=seed)
-        accepted = inspect.signature(fit_vb).parameters
-        extra: dict[str, Any] = {"reg_covar": self.reg_covar} if "reg_covar" in accepted else {}
-        wp = WEIGHT_PRIORS[self.weight_concentration_prior_type]
-        for name, value, default in (
-            ("covariance_type", self.covariance_type, "full"),
-            ("weight_prior", wp, "dirichlet"),
-        ):
-            if name in accepted:
-                extra[name] = value
-            elif value != default:
-                raise NotImplementedError(f"{name}={value!r} needs fit_vb({name}=...), which this version lacks")
         return fit_vb(
             x,
             self.n_components,
@@ -216,8 +204,9 @@ class BayesianGaussianMixture(MixtureEstimator):
             tol=self.tol,
             seed=seed,
             dtype=x.dtype,
-            **extra,
-            **weight_kwargs(fit_vb, weights),
+            covariance_type=self.covariance_type,
+            weight_prior=WEIGHT_PRIORS[self.weight_concentration_prior_type],
+            sample_weight=weights,
         )
 
     def _run_fits(self, x: torch.Tensor, seed: int, warm: bool, weights: Any) -> VBFit:
@@ -234,12 +223,10 @@ class BayesianGaussianMixture(MixtureEstimator):
     def _set_fitted(self, fit: VBFit, n: float) -> None:
         post, ct = fit.posterior, self.covariance_type
         nu = post.nu.double().numpy()
-        w = post.W.double()
-        prec = nu[:, None, None] * w.numpy()  # E[Λ_k] = nu_k W_k (PRML B.80)
-        cov = inverse_from_cholesky(cholesky(torch.as_tensor(prec))).numpy()
+        prec = nu[:, None, None] * post.W.double().numpy()  # E[Λ_k] = nu_k W_k (PRML B.80)
         self.weights_ = fit.weights.double().numpy()
         self.means_ = post.m.double().numpy()
-        self.covariances_ = to_sklearn_shape(0.5 * (cov + np.swapaxes(cov, 1, 2)), ct)
+        self.covariances_ = to_sklearn_shape(covariances_from_precisions(prec, "full", *self.means_.shape), ct)
         self.precisions_, self.precisions_cholesky_ = precisions_from_covariances(self.covariances_, ct)
         self.mean_precision_ = post.beta.double().numpy()
         self.degrees_of_freedom_ = float(nu[0]) if ct == "tied" else nu

@@ -43,7 +43,6 @@ from .base import (
     covariances_from_precisions,
     precisions_from_covariances,
     to_sklearn_shape,
-    weight_kwargs,
 )
 
 __all__ = ["GaussianMixture"]
@@ -174,8 +173,8 @@ class GaussianMixture(MixtureEstimator):
             "dtype": x.dtype,
         }
         if self.method == "map":
-            return fit_map(x, k, self.prior, **common, **weight_kwargs(fit_map, weights))
-        return fit_cavi(x, k, **common, **weight_kwargs(fit_cavi, weights))
+            return fit_map(x, k, self.prior, **common, sample_weight=weights)
+        return fit_cavi(x, k, **common, sample_weight=weights)
 
     def _run_fits(self, x: torch.Tensor, seed: int, warm: bool, weights: np.ndarray | None) -> GMMFit:
         if warm:  # continue from the fitted Θ (scikit-learn's warm_start: one start, no initialisation)

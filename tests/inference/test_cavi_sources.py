@@ -14,22 +14,11 @@ import ppl_gmm as pg
 from ppl_gmm.core import init as core_init
 from ppl_gmm.inference import _engine
 
-from oracles import assert_rel_close, assert_same_fit, reference_fit
+from oracles import Rows, assert_rel_close, assert_same_fit, reference_fit
 
 COV_TYPES = ("full", "diag", "spherical", "tied")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: small problems, one torch thread
-
-
-class Rows:
-    """A minimal h5py/zarr-like dataset: ``shape``, ``dtype`` and row slicing (counted)."""
-
-    def __init__(self, a):
-        self.a, self.shape, self.dtype, self.reads = a, a.shape, a.dtype, 0
-
-    def __getitem__(self, idx):
-        self.reads += 1
-        return self.a[idx]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import ppl_gmm as pg
 from ppl_gmm.inference import _vb_kernel
 from ppl_gmm.inference.vb import fit_vb
 
-from oracles import assert_rel_close
+from oracles import Rows, assert_rel_close
 
 da = pytest.importorskip("dask.array")
 
@@ -28,16 +28,6 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),  # conftest: small problems, one torch thread
     pytest.mark.filterwarnings("ignore::UserWarning"),  # ConvergenceWarning: the fits stop at max_iter
 ]
-
-
-class Rows:
-    """A minimal h5py/zarr-like dataset: ``shape``, ``dtype`` and row slicing."""
-
-    def __init__(self, a):
-        self.a, self.shape, self.dtype = a, a.shape, a.dtype
-
-    def __getitem__(self, idx):
-        return self.a[idx]
 
 
 @pytest.fixture(scope="module")

@@ -14,21 +14,11 @@ import ppl_gmm as pg
 from ppl_gmm.core import evaluate
 from ppl_gmm.core.vb_posterior import VBPosterior
 
-from oracles import random_params, scipy_objectives
+from oracles import Rows, random_params, scipy_objectives
 
 da = pytest.importorskip("dask.array")
 
 N, K, D = 301, 3, 2
-
-
-class Sliced:
-    """A minimal h5py/zarr-like dataset (2-D shape, dtype, row slicing)."""
-
-    def __init__(self, a):
-        self.a, self.shape, self.dtype = a, a.shape, a.dtype
-
-    def __getitem__(self, key):
-        return self.a[key]
 
 
 @pytest.fixture
@@ -53,7 +43,7 @@ def setup(tmp_path, monkeypatch):
     kinds = {
         "npy": str(path),
         "memmap": np.load(path, mmap_mode="r"),
-        "sliced": Sliced(x),
+        "sliced": Rows(x),
         "dask": da.from_array(x, chunks=(70, D)),
     }
     return x, fit, kinds
