@@ -164,6 +164,13 @@ class StreamingVB:
         self.tau = check_positive(tau, "tau", allow_zero=True)
         self.kappa = _check_kappa(kappa)
         self.init = check_init(init, self.k, self.d, (VBPosterior,))
+        if isinstance(self.init, VBPosterior) and (
+            self.init.covariance_type != "full" or self.init.weight_prior != "dirichlet"
+        ):  # q₀ is rebuilt from (alpha, m, beta, nu, W): another family would be read as this one
+            raise ValueError(
+                f"init is a VBPosterior with covariance_type {self.init.covariance_type!r} and weight prior "
+                f"{self.init.weight_prior!r}; streaming VB starts only from a 'full', 'dirichlet' posterior"
+            )
         self.seed = resolve_seed(seed)
         self.dtype = torch.float64 if dtype is None else resolve_dtype(torch.zeros(0), dtype)
         self.n_updates = 0

@@ -172,7 +172,7 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"init_params must be one of {sorted(INIT_PARAMS)}, got {self.init_params!r}")
         check_bool(self.warm_start, "warm_start")
-        if isinstance(self.verbose, bool) or not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:  # a bool is accepted, as in sklearn
             raise ValueError(f"verbose must be an integer >= 0 (or a bool), got {self.verbose!r}")
         check_int(self.verbose_interval, "verbose_interval", 1)
         if self.method not in self._methods:
@@ -220,6 +220,11 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
         X = self._validate(X, reset=True)
         self._check_common(X.shape[0])
         weights = self._check_sample_weight(sample_weight, X.shape[0])
+        if weights is not None and self.method == "svi":  # fit_svi / fit_svi_bayes take no weights
+            raise ValueError(
+                f"sample_weight needs a closed-form method ({', '.join(m for m in self._methods if m != 'svi')}); "
+                "method='svi' takes no sample weights"
+            )
         self._check_params(X, weights)
         warm = self.warm_start and hasattr(self, "fit_")
         x = torch.tensor(X, dtype=torch_dtype(self.dtype))  # a copy: X may be read-only

@@ -224,3 +224,13 @@ def test_bad_input_fails_before_work(separated_2d):
     with pytest.raises(ValueError, match="dimensional|D = 2"):
         fit_streaming_vb(x[:, :1], 3, prior)
     assert isinstance(before, VBPosterior)
+
+
+def test_a_posterior_of_another_family_is_refused_as_init():
+    """q₀ from fit_vb with diag covariances or Dirichlet-process weights is not a full, Dirichlet q:
+    refused before any work rather than read as one."""
+    x = pg.datasets.load_old_faithful()
+    for kw in ({"covariance_type": "diag"}, {"weight_prior": "dirichlet_process"}):
+        post = pg.fit_vb(x, 2, seed=0, max_iter=3, tol=0, **kw).posterior
+        with pytest.raises(ValueError, match="starts only from a 'full', 'dirichlet' posterior"):
+            pg.StreamingVB(2, pg.default_prior(x, 2), n_total=len(x), init=post)

@@ -370,3 +370,18 @@ def test_import_without_sklearn_says_how_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "ImportError" in out.stderr and "pip install ppl-gmm[sklearn]" in out.stderr
+
+
+@pytest.mark.parametrize("cls", [GaussianMixture, BayesianGaussianMixture])
+def test_svi_refuses_sample_weight_instead_of_ignoring_it(cls):
+    """fit_svi / fit_svi_bayes take no weights: a weighted SVI fit is refused before any work, not
+    silently fitted unweighted."""
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(ValueError, match="method='svi' takes no sample weights"):
+        cls(n_components=2, method="svi", random_state=0).fit(x, sample_weight=np.ones(40))
+
+
+def test_verbose_true_is_accepted_like_scikit_learn(capsys):
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    GaussianMixture(n_components=2, verbose=True, random_state=0).fit(x)
+    assert "Initialization" in capsys.readouterr().out
